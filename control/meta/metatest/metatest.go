@@ -1,0 +1,150 @@
+// Package metatest starts real etcd servers for tests: an embedded one in the
+// test process, or Debian's etcd binary as a separate OS process.
+package metatest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/fluxon-dev/fluxon/control/meta"
+)
+
+// etcdStartTimeout bounds how long an etcd server process may take to answer.
+const etcdStartTimeout = 30 * time.Second
+
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// Embedded starts an embedded etcd for the test and returns its client URL.
+func Embedded(t testing.TB) string {
+	t.Helper()
+	e, err := meta.StartEmbedded(t.TempDir(), FreeAddr(t), FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e.ClientURL()
+}
+
+// Proc is an etcd server running as its own OS process.
+type Proc struct {
+	URL  string
+	cmd  *exec.Cmd
+	dir  string
+	peer string
+}
+
+// StartProcess runs the etcd binary (Debian's etcd-server) as a separate
+// process and waits until it answers. It is killed when the test ends.
+func StartProcess(t testing.TB) *Proc {
+	t.Helper()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Fatalf("etcd binary not found (make deps installs Debian's etcd-server): %v", err)
+	}
+	p := &Proc{dir: t.TempDir(), peer: FreeAddr(t)}
+	p.URL = "http://" + FreeAddr(t)
+	p.start(t, bin)
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+func (p *Proc) start(t testing.TB, bin string) {
+	t.Helper()
+	log, err := os.Create(filepath.Join(p.dir, "etcd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin,
+		"--name", "test", "--data-dir", filepath.Join(p.dir, "data"),
+		"--listen-client-urls", p.URL, "--advertise-client-urls", p.URL,
+		"--listen-peer-urls", "http://"+p.peer, "--initial-advertise-peer-urls", "http://"+p.peer,
+		"--initial-cluster", "test=http://"+p.peer, "--log-level", "error")
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{p.URL}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	deadline := time.Now().Add(etcdStartTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := cli.Get(ctx, "probe")
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(p.dir, "etcd.log"))
+			t.Fatalf("etcd process did not answer within %s: %v\n%s", etcdStartTimeout, err, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop pauses the server (SIGSTOP): it keeps its sockets but answers nothing,
+// as an etcd cut off by the network would.
+func (p *Proc) Stop() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Cont resumes a stopped server.
+func (p *Proc) Cont() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Kill ends the server.
+func (p *Proc) Kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+}
+
+// WaitFor polls cond until it holds or timeout passes, then fails the test
+// with what.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Restart kills the server and starts it again on the same data and ports.
+func (p *Proc) Restart(t testing.TB) {
+	t.Helper()
+	p.Kill()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.start(t, bin)
+}
+
+// Describe is a short label of where an etcd runs, for test names.
+func (p *Proc) Describe() string { return fmt.Sprintf("etcd process at %s", p.URL) }
