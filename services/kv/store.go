@@ -68,7 +68,7 @@ type entry struct {
 	size    uint64
 	version uint64
 	kind    ValueKind
-	lease   LeaseID      // guarded by the shard's mu
+	lease   LeaseID       // guarded by the shard's mu
 	access  atomic.Uint64 // logical time of the last read or write
 }
 
