@@ -129,6 +129,21 @@ func CheckKey(key string) error {
 	return nil
 }
 
+// live reports whether e is visible: a value whose lease has ended is gone
+// even before the reaper removes it. Call with the shard's lock held.
+func (s *Store) live(e *entry) bool {
+	if e == nil {
+		return false
+	}
+	if e.lease == 0 {
+		return true
+	}
+	s.leaseMu.Lock()
+	_, err := s.leases.Remaining(s.now(), e.lease)
+	s.leaseMu.Unlock()
+	return err == nil
+}
+
 // Reservation is a value being written: its bytes are in the pool at Off and
 // invisible to readers until Commit. Externals write into it in place (zero
 // copy) between Reserve and Commit.
@@ -189,7 +204,7 @@ func (s *Store) Reserve(ctx context.Context, key string, size uint64, o PutOptio
 	h := HashKey(key)
 	sh := s.shardOf(h)
 	sh.mu.Lock()
-	_, exists := sh.m[key]
+	exists := s.live(sh.m[key])
 	switch {
 	case o.RejectInflight && sh.inflight[key] > 0:
 		sh.mu.Unlock()
@@ -290,9 +305,9 @@ func (s *Store) Commit(r *Reservation) (uint64, error) {
 	old := sh.m[r.Key]
 	var err error
 	switch {
-	case r.opts.IfAbsent && old != nil:
+	case r.opts.IfAbsent && s.live(old):
 		err = fmt.Errorf("%w: %q", ErrExists, r.Key)
-	case r.opts.IfPresent && old == nil:
+	case r.opts.IfPresent && !s.live(old):
 		err = fmt.Errorf("%w: %q", ErrNotFound, r.Key)
 	}
 	if err == nil {
@@ -376,7 +391,7 @@ func (s *Store) Get(key string) (*Holder, error) {
 	sh := s.shardOf(h)
 	sh.mu.RLock()
 	e := sh.m[key]
-	if e == nil {
+	if !s.live(e) {
 		sh.mu.RUnlock()
 		s.misses.Add(1)
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
@@ -454,7 +469,7 @@ func (s *Store) Stat(key string) (Info, error) {
 	sh := s.shardOf(HashKey(key))
 	sh.mu.RLock()
 	e := sh.m[key]
-	if e == nil {
+	if !s.live(e) {
 		sh.mu.RUnlock()
 		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
@@ -583,7 +598,7 @@ func (s *Store) Expire(key string, ttl time.Duration) error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.m[key]
-	if e == nil {
+	if !s.live(e) {
 		return fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
 	s.leaseMu.Lock()

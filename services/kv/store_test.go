@@ -427,3 +427,22 @@ func TestConcurrentMixedOps(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, st.Objects, "no object leaked")
 }
+
+// A value whose lease has ended is gone at once, before the reaper runs.
+func TestEndedLeaseIsInvisibleBeforeReaping(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	s := newStore(t, 8<<20, clock)
+	ctx := context.Background()
+	_, err := s.Put(ctx, "k", []byte("v"), PutOptions{TTL: 2 * time.Second})
+	require.NoError(t, err)
+	clock.Advance(2 * time.Second) // ended, not reaped
+	_, err = s.Get("k")
+	require.ErrorIs(t, err, ErrNotFound)
+	require.False(t, s.Exists("k"))
+	require.ErrorIs(t, s.Expire("k", time.Minute), ErrNotFound)
+	_, err = s.Put(ctx, "k", []byte("new"), PutOptions{IfAbsent: true})
+	require.NoError(t, err, "SET NX on an ended key succeeds")
+	require.Equal(t, "new", get(t, s, "k"))
+	s.ExpireLeases()
+	require.Equal(t, "new", get(t, s, "k"), "reaping the old lease leaves the new value")
+}
