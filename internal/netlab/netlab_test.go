@@ -1,0 +1,93 @@
+package netlab
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// serveEcho listens on addr inside the root namespace and echoes one line.
+func serveEcho(t *testing.T, addr string) {
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				c.Write([]byte(line))
+			}()
+		}
+	}()
+}
+
+// reach runs a TCP round trip from host h to addr with bash's /dev/tcp.
+func reach(h *Host, addr string) bool {
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := h.Command("timeout", "2", "bash", "-c", "exec 3<>/dev/tcp/"+host+"/"+port+"; echo hi >&3; read -r l <&3; echo $l")
+	out, err := cmd.CombinedOutput()
+	return err == nil && strings.TrimSpace(string(out)) == "hi"
+}
+
+func TestStarReachabilityAndCut(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip("needs root and iproute2:", err)
+	}
+	l := NewStar(t, 3)
+	require.Len(t, l.Hosts, 3)
+	serveEcho(t, l.Gateway+":0")
+	ln, err := net.Listen("tcp", l.Gateway+":0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	serveEcho(t, addr)
+	for _, h := range l.Hosts {
+		require.True(t, reach(h, addr), "%s reaches the gateway", h.Name)
+	}
+	require.NoError(t, l.Hosts[1].Cut())
+	require.False(t, reach(l.Hosts[1], addr), "a cut host reaches nobody")
+	require.True(t, reach(l.Hosts[0], addr))
+	require.NoError(t, l.Hosts[1].Heal())
+	deadline := time.Now().Add(5 * time.Second)
+	for !reach(l.Hosts[1], addr) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.True(t, reach(l.Hosts[1], addr), "healed")
+}
+
+// echoIn runs a one-shot line echo server inside h on addr.
+func echoIn(t *testing.T, h *Host, addr string) {
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := h.Command("python3", "-c", "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind((sys.argv[1],int(sys.argv[2])))\ns.listen()\nprint('ready',flush=True)\nwhile True:\n c,_=s.accept()\n c.sendall(c.recv(100))\n c.close()", host, port)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	require.Equal(t, "ready\n", line)
+}
+
+func TestChainOnlyNeighbours(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip("needs root and iproute2:", err)
+	}
+	l := NewChain(t, 4)
+	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	addr := l.ChainAddr(1, false) + ":7000" // h2's end of link 1
+	echoIn(t, h2, addr)
+	require.True(t, reach(h1, addr), "h1 reaches its neighbour h2")
+	require.False(t, reach(h3, addr), "h3 does not reach h2's link-1 address: no forwarding")
+	addr3 := l.ChainAddr(2, false) + ":7001" // h3's end of link 2
+	echoIn(t, h3, addr3)
+	require.True(t, reach(h2, addr3))
+	require.False(t, reach(h1, addr3), "two hops away is unreachable")
+}
