@@ -4,7 +4,6 @@ package main
 // etcd (embedded by `fluxon up`, or Debian's etcd server as its own process).
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -67,17 +66,15 @@ func start(t *testing.T, dir string, args ...string) *proc {
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	require.NoError(t, p.cmd.Start())
+	copied := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.out.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
+		defer close(copied)
+		_, _ = io.Copy(lockedWriter{p}, pr)
 	}()
 	go func() {
 		p.err = p.cmd.Wait()
 		pw.Close()
+		<-copied
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -88,6 +85,14 @@ func start(t *testing.T, dir string, args ...string) *proc {
 		}
 	})
 	return p
+}
+
+type lockedWriter struct{ p *proc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
 }
 
 func (p *proc) output() string {
@@ -147,7 +152,8 @@ func status(t *testing.T, dir string, args ...string) (clusterStatus, error) {
 func TestUpStartStopRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	args := []string{"up", "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0"}
+	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "up")+"listen:\n  resp: \"\"\n")
+	args := []string{"up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0"}
 	up := start(t, dir, args...)
 	up.waitOutput(t, "Fluxon is up", 30*time.Second)
 	for _, what := range []string{"etcd ", "master ", "owner ", "/metrics", "fluxon status"} {
@@ -169,7 +175,7 @@ func TestUpStartStopRestart(t *testing.T) {
 	require.Contains(t, up.output(), "Fluxon stopped.")
 
 	// Same directory again: same etcd state, the epoch carries on.
-	up2 := start(t, dir, "up", "--http", "127.0.0.1:0")
+	up2 := start(t, dir, "up", "--config", upCfg, "--http", "127.0.0.1:0")
 	up2.waitOutput(t, "Fluxon is up", 30*time.Second)
 	metatest.WaitFor(t, 15*time.Second, "the restarted cluster to lead again", func() bool {
 		var err error
@@ -177,7 +183,7 @@ func TestUpStartStopRestart(t *testing.T) {
 		return err == nil && st.Leader != "" && len(st.Members[meta.RoleOwner]) == 1 && st.Epoch > firstEpoch
 	})
 	// A second `up` on the same directory is refused while the first runs.
-	out, code := run(t, dir, "up", "--http", "127.0.0.1:0")
+	out, code := run(t, dir, "up", "--config", upCfg, "--http", "127.0.0.1:0")
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "another 'fluxon up'")
 
@@ -194,9 +200,18 @@ func writeConfig(t *testing.T, dir, name, body string) string {
 	return path
 }
 
+// sharedPaths gives each owner its own shared-memory and shared-file paths,
+// as if it ran on its own host.
+func sharedPaths(t *testing.T, name string) string {
+	shmDir := filepath.Join("/dev/shm", fmt.Sprintf("fluxon-e2e-%d-%s-%d", os.Getpid(), name, time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(shmDir) })
+	return fmt.Sprintf("shared_memory_path: %s\nshared_file_path: %s\n", shmDir, filepath.Join(t.TempDir(), "shared"))
+}
+
 func roleConfig(t *testing.T, dir, cluster, key, etcd, role string) string {
 	body := fmt.Sprintf("cluster_name: %s\ninstance_key: %s\netcd_endpoints: [%q]\nlisten:\n  http: 127.0.0.1:0\nlog_dir: %s\n",
 		cluster, key, strings.TrimPrefix(etcd, "http://"), filepath.Join(dir, "logs"))
+	body += sharedPaths(t, key)
 	switch role {
 	case "owner":
 		body += "contribute_to_cluster_pool_size:\n  dram: 64MiB\nlease:\n  ttl: 2s\n"
@@ -266,10 +281,10 @@ func TestDuplicateInstanceKeyProcess(t *testing.T) {
 	t.Parallel()
 	etcd := metatest.StartProcess(t)
 	dir := t.TempDir()
-	cfg := roleConfig(t, dir, "c", "dup", etcd.URL, "owner")
-	first := start(t, dir, "owner", "--config", cfg)
+	first := start(t, dir, "owner", "--config", roleConfig(t, dir, "c", "dup", etcd.URL, "owner"))
 	first.waitOutput(t, "running", 30*time.Second)
-	out, code := run(t, dir, "owner", "--config", cfg)
+	// Same instance_key, as if on another host (its own shared paths).
+	out, code := run(t, dir, "owner", "--config", roleConfig(t, t.TempDir(), "c", "dup", etcd.URL, "owner"))
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "instance_key already in use")
 	require.Contains(t, out, fmt.Sprintf("pid %d", first.cmd.Process.Pid))
@@ -328,4 +343,58 @@ func TestEtcdUnreachableIsClear(t *testing.T) {
 	out, code := run(t, dir, "owner", "--config", roleConfig(t, dir, "c", "o", "http://"+metatest.FreeAddr(t), "owner"))
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "etcd unreachable")
+}
+
+func TestKVCommandsAgainstUp(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	respAddr := metatest.FreeAddr(t)
+	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "kvup")+fmt.Sprintf("listen:\n  resp: %q\n", respAddr))
+	up := start(t, dir, "up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0")
+	up.waitOutput(t, "Fluxon is up", 30*time.Second)
+
+	kvRun := func(args ...string) string {
+		t.Helper()
+		out, code := run(t, dir, append([]string{"kv"}, args...)...)
+		require.Equal(t, 0, code, out)
+		return out
+	}
+	require.Contains(t, kvRun("put", "greeting", "hello fluxon"), `stored "greeting"`)
+	require.Equal(t, "hello fluxon", kvRun("get", "greeting"))
+	big := filepath.Join(dir, "big.bin")
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	require.NoError(t, os.WriteFile(big, payload, 0o644))
+	kvRun("put", "big", "--file", big)
+	kvRun("get", "big", "--out", filepath.Join(dir, "big.out"))
+	got, err := os.ReadFile(filepath.Join(dir, "big.out"))
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(payload, got), "16 MiB round trip")
+	require.Equal(t, "true\n", kvRun("exists", "greeting"))
+	require.ElementsMatch(t, []string{"big", "greeting"}, strings.Fields(kvRun("ls")))
+	stat := kvRun("stat")
+	require.Contains(t, stat, "objects")
+	require.Contains(t, stat, "pool size")
+	require.Contains(t, kvRun("stat", "big"), "16MiB")
+	kvRun("rm", "greeting")
+	out, code := run(t, dir, "kv", "exists", "greeting")
+	require.Equal(t, 1, code)
+	require.Equal(t, "false\n", out)
+	out, code = run(t, dir, "kv", "get", "greeting")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "not found")
+
+	// RESP serves the same store: what redis-cli writes, fluxon kv reads, and back.
+	require.Contains(t, up.output(), "RESP     "+respAddr)
+	host, port, _ := strings.Cut(respAddr, ":")
+	redis := func(args ...string) string {
+		t.Helper()
+		b, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
+		require.NoError(t, err, "%s", b)
+		return strings.TrimSpace(string(b))
+	}
+	require.Equal(t, "OK", redis("SET", "from-redis", "hi"))
+	require.Equal(t, "hi", kvRun("get", "from-redis"))
+	kvRun("put", "from-cli", "there")
+	require.Equal(t, "there", redis("GET", "from-cli"))
+	require.Equal(t, "3", redis("DBSIZE"), "big, from-redis, from-cli")
 }

@@ -39,7 +39,7 @@ The config schema is documented in docs/config.md. Log level: FLUXON_LOG=debug|i
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newUpCmd(), newRoleCmd("master"), newRoleCmd("owner"), newStatusCmd())
+	root.AddCommand(newVersionCmd(), newUpCmd(), newRoleCmd("master"), newRoleCmd("owner"), newStatusCmd(), newKVCmd())
 	return root
 }
 
@@ -48,7 +48,9 @@ func main() {
 	if err == nil {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "fluxon:", err)
+	if err != errSilentFailure {
+		fmt.Fprintln(os.Stderr, "fluxon:", err)
+	}
 	var ue usageError
 	if errors.As(err, &ue) {
 		os.Exit(exitUsage)

@@ -146,7 +146,13 @@ func runUp(cmd *cobra.Command, f upFlags) error {
 	fmt.Fprintf(out, "Fluxon is up: cluster %q, state in %s\n", cfg.ClusterName, dir)
 	fmt.Fprintf(out, "  etcd     %s (%s)\n", strings.Join(cfg.EtcdEndpoints, ","), etcdNote)
 	fmt.Fprintf(out, "  master   %-24s http://%s/metrics  /healthz\n", mcfg.InstanceKey, m.Endpoints()["http"])
-	fmt.Fprintf(out, "  owner    %-24s http://%s/metrics  pool %s\n", ocfg.InstanceKey, o.Endpoints()["http"], cfg.ContributeToClusterPoolSize.DRAM)
+	ep := o.Endpoints()
+	fmt.Fprintf(out, "  owner    %-24s http://%s/metrics  pool %s at %s\n", ocfg.InstanceKey, ep["http"], cfg.ContributeToClusterPoolSize.DRAM, o.Owner.Paths.Pool)
+	fmt.Fprintf(out, "  gRPC     %s\n", ep["grpc"])
+	if ep["resp"] != "" {
+		fmt.Fprintf(out, "  RESP     %s (redis-cli -p %s)\n", ep["resp"], ep["resp"][strings.LastIndex(ep["resp"], ":")+1:])
+	}
+	fmt.Fprintf(out, "  local    %s (Go clients: fluxon.Open with shared_file_path %s)\n", ep["socket"], cfg.SharedFilePath)
 	fmt.Fprintf(out, "  logs     %s\n", cfg.LogDir)
 	fmt.Fprintf(out, "Inspect with 'fluxon status' (from this directory, or --etcd %s --cluster %s). Stop with Ctrl-C.\n", cfg.EtcdEndpoints[0], cfg.ClusterName)
 

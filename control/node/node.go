@@ -20,6 +20,7 @@ import (
 	"github.com/fluxon-dev/fluxon/control/master"
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/control/telemetry"
+	"github.com/fluxon-dev/fluxon/services/owner"
 )
 
 // Version is the Fluxon release this binary reports; the linker may override it.
@@ -31,6 +32,7 @@ type Running struct {
 	Role   meta.Role
 	Member meta.Member
 	Master *master.Master // masters only
+	Owner  *owner.Owner   // owners only: the data plane
 
 	log    *slog.Logger
 	store  *meta.Store
@@ -91,6 +93,13 @@ func Start(ctx context.Context, role meta.Role, cfg *config.Config, log *slog.Lo
 		Endpoints:   map[string]string{"http": r.http.Addr()},
 	}
 	if role == meta.RoleOwner {
+		r.Owner, err = owner.Start(cfg, cfg.InstanceKey, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		for name, addr := range r.Owner.Endpoints {
+			r.Member.Endpoints[name] = addr
+		}
 		r.Member.PoolDRAM = uint64(cfg.ContributeToClusterPoolSize.DRAM)
 		if len(cfg.ContributeToClusterPoolSize.VRAM) > 0 {
 			r.Member.PoolVRAM = map[string]uint64{}
@@ -178,6 +187,10 @@ func (r *Running) health() (map[string]any, error) {
 	if r.Master != nil {
 		d["leading"] = r.Master.Leading()
 	}
+	if r.Owner != nil {
+		st := r.Owner.Store.Stats()
+		d["pool_capacity"], d["pool_used"], d["objects"], d["externals"] = st.PoolCapacity, st.Used, st.Objects, r.Owner.Attached()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := r.store.Leader(ctx); err != nil {
@@ -206,6 +219,9 @@ func (r *Running) stop() error {
 	r.wg.Wait()
 	if r.reg != nil {
 		errs = append(errs, r.reg.Close())
+	}
+	if r.Owner != nil {
+		errs = append(errs, r.Owner.Close())
 	}
 	if r.http != nil {
 		errs = append(errs, r.http.Close())
