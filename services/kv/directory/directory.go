@@ -1,0 +1,370 @@
+// Package directory is the key directory a home owner keeps for the keys
+// homed on it: which owners hold which version of each key, and the protocol
+// state that makes reads across hosts linearizable. It is a pure state
+// machine: the caller feeds it requests with the current time and carries out
+// the actions it returns (send an invalidation, answer a waiter); it does no
+// I/O and reads no clock, so every interleaving is testable.
+//
+// Consistency rests on holder sessions. An owner that holds replicas of keys
+// homed here keeps a session with this home, renewed well within
+// SessionTTL. A holder may serve its replica locally only while its session
+// is live (measured on its own clock from before it sent the renewal, so it
+// always expires there first). An overwrite or remove of a key first
+// invalidates every other holder: it completes when each has acknowledged,
+// or when the session of each silent holder has ended, after which that
+// holder no longer serves anything homed here. Hence once a write returns,
+// no holder anywhere can serve the old version. Lookups of a key with a
+// write in progress wait for it, so every read is ordered before or after
+// each write.
+package directory
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// DefaultSessionTTL is how long a holder's session lasts without renewal. It
+// bounds how long a write waits for a holder that does not answer.
+const DefaultSessionTTL = 3 * time.Second
+
+// Errors.
+var (
+	ErrNotFound     = errors.New("directory: key not found")
+	ErrStale        = errors.New("directory: version no longer current")
+	ErrNoSession    = errors.New("directory: holder has no live session; renew it first")
+	ErrUnknownWrite = errors.New("directory: no such write in progress")
+)
+
+// Holder names an owner incarnation (instance_key@start).
+type Holder string
+
+// Location is what a lookup returns: the current version and who holds it.
+type Location struct {
+	Key     string
+	Version uint64
+	Size    uint64
+	Holders []Holder // sorted
+}
+
+// Invalidate is an action: tell holder to drop its replica of key.
+type Invalidate struct {
+	Key    string
+	Holder Holder
+	Write  uint64 // the write it serves, for the acknowledgement
+}
+
+// Directory holds the entries of the keys homed on one owner.
+type Directory struct {
+	ttl      time.Duration
+	entries  map[string]*entry
+	sessions map[Holder]time.Time // session deadline
+	writes   map[uint64]*write
+	nextW    uint64
+	epoch    uint64 // routing epoch: versions from a later epoch are always higher
+	seq      uint64 // versions handed out in this epoch
+}
+
+type entry struct {
+	version uint64
+	size    uint64
+	holders map[Holder]struct{}
+	writing *write // at most one write per key at a time; others queue
+	queue   []*write
+}
+
+type write struct {
+	id       uint64
+	key      string
+	writer   Holder
+	remove   bool
+	size     uint64
+	pending  map[Holder]struct{} // invalidations not yet acknowledged
+	started  bool
+	prepared bool // all invalidations done; waiting for Commit
+}
+
+// New returns an empty directory with the given holder session TTL for the
+// given routing epoch.
+func New(sessionTTL time.Duration, epoch uint64) *Directory {
+	if sessionTTL <= 0 {
+		sessionTTL = DefaultSessionTTL
+	}
+	return &Directory{ttl: sessionTTL, epoch: epoch, entries: map[string]*entry{}, sessions: map[Holder]time.Time{}, writes: map[uint64]*write{}}
+}
+
+// SetEpoch moves to a later routing epoch: versions handed out from now on
+// are higher than any of an earlier epoch, whichever home gave those.
+func (d *Directory) SetEpoch(epoch uint64) {
+	if epoch > d.epoch {
+		d.epoch, d.seq = epoch, 0
+	}
+}
+
+func (d *Directory) nextVersion() uint64 {
+	d.seq++
+	return d.epoch<<32 | d.seq
+}
+
+// SessionTTL is the holder session length.
+func (d *Directory) SessionTTL() time.Duration { return d.ttl }
+
+// Renew starts or extends holder's session until now+ttl. fresh is true
+// when the holder had no live session here (new, or ended): the home has
+// already counted every replica it held as gone, so the holder must drop all
+// its replicas of keys homed here before it serves any again. Without that,
+// a holder whose renewal arrived just too late would revive replicas that
+// writes in between never invalidated.
+func (d *Directory) Renew(now time.Time, h Holder) (deadline time.Time, fresh bool) {
+	fresh = !d.live(now, h)
+	if fresh {
+		// Make sure no entry still lists it (Expire may not have run yet).
+		for key, e := range d.entries {
+			delete(e.holders, h)
+			d.gc(key, e)
+		}
+		for _, w := range d.writes {
+			if w.started {
+				delete(w.pending, h)
+				w.prepared = len(w.pending) == 0
+			}
+		}
+	}
+	deadline = now.Add(d.ttl)
+	d.sessions[h] = deadline
+	return deadline, fresh
+}
+
+func (d *Directory) live(now time.Time, h Holder) bool {
+	dl, ok := d.sessions[h]
+	return ok && now.Before(dl)
+}
+
+// Lookup returns where key's current version is. blocked is true while a
+// write of the key is in progress: the caller retries after the write
+// completes (Commit/Abort report the key as released).
+func (d *Directory) Lookup(key string) (loc Location, blocked bool, err error) {
+	e := d.entries[key]
+	if e == nil {
+		return Location{}, false, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	if e.writing != nil {
+		return Location{}, true, nil
+	}
+	if e.version == 0 {
+		return Location{}, false, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	return Location{Key: key, Version: e.version, Size: e.size, Holders: sortedHolders(e.holders)}, false, nil
+}
+
+// AddHolder records that h now holds version of key (it pulled the bytes).
+// It fails with ErrStale when that version is no longer current (a write
+// came between the lookup and the pull: the holder must drop its copy) and
+// with ErrNoSession when h has no live session.
+func (d *Directory) AddHolder(now time.Time, key string, h Holder, version uint64) error {
+	if !d.live(now, h) {
+		return ErrNoSession
+	}
+	e := d.entries[key]
+	if e == nil || e.version != version || e.writing != nil {
+		return fmt.Errorf("%w: %q version %d", ErrStale, key, version)
+	}
+	e.holders[h] = struct{}{}
+	return nil
+}
+
+// DropHolder records that h no longer holds key (evicted locally).
+func (d *Directory) DropHolder(key string, h Holder) {
+	if e := d.entries[key]; e != nil {
+		delete(e.holders, h)
+		d.gc(key, e)
+	}
+}
+
+// BeginWrite starts an overwrite (remove=false) or a remove of key by
+// writer. It returns the write's id and the invalidations to send now. If
+// another write of the key is in progress the new one queues and no
+// invalidations are returned yet; they come from the Ack/Expire call that
+// starts it. A write with nothing to invalidate is prepared at once
+// (Prepared reports it).
+func (d *Directory) BeginWrite(key string, writer Holder, remove bool, size uint64) (uint64, []Invalidate) {
+	e := d.entries[key]
+	if e == nil {
+		e = &entry{holders: map[Holder]struct{}{}}
+		d.entries[key] = e
+	}
+	d.nextW++
+	w := &write{id: d.nextW, key: key, writer: writer, remove: remove, size: size}
+	d.writes[w.id] = w
+	if e.writing != nil {
+		e.queue = append(e.queue, w)
+		return w.id, nil
+	}
+	return w.id, d.start(e, w)
+}
+
+func (d *Directory) start(e *entry, w *write) []Invalidate {
+	e.writing = w
+	w.started = true
+	w.pending = map[Holder]struct{}{}
+	var out []Invalidate
+	// The writer is invalidated like everyone else: its copy may be from an
+	// earlier write of its own that committed after this one began, and a
+	// remove replaces nothing.
+	for _, h := range sortedHolders(e.holders) {
+		w.pending[h] = struct{}{}
+		out = append(out, Invalidate{Key: w.key, Holder: h, Write: w.id})
+	}
+	w.prepared = len(w.pending) == 0
+	return out
+}
+
+// Prepared reports whether every other holder has let go of the old
+// version, so the write can Commit.
+func (d *Directory) Prepared(id uint64) bool {
+	w := d.writes[id]
+	return w != nil && w.prepared
+}
+
+// Ack records holder's acknowledgement of an invalidation.
+func (d *Directory) Ack(id uint64, h Holder) {
+	w := d.writes[id]
+	if w == nil || !w.started {
+		return
+	}
+	if e := d.entries[w.key]; e != nil {
+		delete(e.holders, h)
+	}
+	delete(w.pending, h)
+	w.prepared = len(w.pending) == 0
+}
+
+// Expire ends the sessions that have run out: their holders serve nothing
+// homed here any more, so they count as invalidated everywhere and leave
+// every entry.
+func (d *Directory) Expire(now time.Time) []Holder {
+	var gone []Holder
+	for h, dl := range d.sessions {
+		if !now.Before(dl) {
+			gone = append(gone, h)
+			delete(d.sessions, h)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	for key, e := range d.entries {
+		for _, h := range gone {
+			delete(e.holders, h)
+		}
+		d.gc(key, e)
+	}
+	for _, w := range d.writes {
+		if !w.started {
+			continue
+		}
+		for _, h := range gone {
+			delete(w.pending, h)
+		}
+		w.prepared = len(w.pending) == 0
+	}
+	slices.Sort(gone)
+	return gone
+}
+
+// Commit completes a prepared write: the new version (0 for a remove) is
+// current and the writer its only holder. It returns the version and the
+// invalidations of the next queued write of the key, if one starts.
+func (d *Directory) Commit(id uint64) (uint64, []Invalidate, error) {
+	w := d.writes[id]
+	if w == nil || !w.started {
+		return 0, nil, fmt.Errorf("%w: %d", ErrUnknownWrite, id)
+	}
+	if !w.prepared {
+		return 0, nil, fmt.Errorf("directory: write %d of %q still waits for %d holder(s)", id, w.key, len(w.pending))
+	}
+	e := d.entries[w.key]
+	delete(d.writes, id)
+	e.writing = nil
+	e.holders = map[Holder]struct{}{}
+	if w.remove {
+		e.version, e.size = 0, 0
+	} else {
+		e.version, e.size = d.nextVersion(), w.size
+		e.holders[w.writer] = struct{}{}
+	}
+	return e.version, d.next(w.key, e), nil
+}
+
+// Abort gives up a write (the writer failed before committing): the key
+// keeps its old version minus the holders already invalidated.
+func (d *Directory) Abort(id uint64) []Invalidate {
+	w := d.writes[id]
+	if w == nil {
+		return nil
+	}
+	delete(d.writes, id)
+	e := d.entries[w.key]
+	if !w.started {
+		e.queue = slices.DeleteFunc(e.queue, func(q *write) bool { return q == w })
+		return nil
+	}
+	e.writing = nil
+	return d.next(w.key, e)
+}
+
+func (d *Directory) next(key string, e *entry) []Invalidate {
+	if len(e.queue) > 0 {
+		w := e.queue[0]
+		e.queue = e.queue[1:]
+		return d.start(e, w)
+	}
+	d.gc(key, e)
+	return nil
+}
+
+// gc forgets an entry with nothing left in it.
+func (d *Directory) gc(key string, e *entry) {
+	if e.writing == nil && len(e.queue) == 0 && (e.version == 0 || len(e.holders) == 0) {
+		delete(d.entries, key)
+	}
+}
+
+// Claim folds in what a holder reports after this owner became the key's
+// home (epoch change): the highest version claimed wins; holders of older
+// versions are told to drop theirs. It only applies while the holder's
+// session is live.
+func (d *Directory) Claim(now time.Time, key string, h Holder, version, size uint64) ([]Invalidate, error) {
+	if !d.live(now, h) {
+		return nil, ErrNoSession
+	}
+	e := d.entries[key]
+	if e == nil {
+		e = &entry{holders: map[Holder]struct{}{}}
+		d.entries[key] = e
+	}
+	switch {
+	case version > e.version:
+		var out []Invalidate
+		for _, old := range sortedHolders(e.holders) {
+			out = append(out, Invalidate{Key: key, Holder: old})
+		}
+		e.version, e.size = version, size
+		e.holders = map[Holder]struct{}{h: {}}
+		return out, nil
+	case version == e.version:
+		e.holders[h] = struct{}{}
+		return nil, nil
+	default:
+		return []Invalidate{{Key: key, Holder: h}}, nil
+	}
+}
+
+// Len returns the number of keys with a directory entry.
+func (d *Directory) Len() int { return len(d.entries) }
+
+func sortedHolders(m map[Holder]struct{}) []Holder {
+	return slices.Sorted(maps.Keys(m))
+}
