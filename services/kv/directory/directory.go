@@ -60,11 +60,20 @@ type Invalidate struct {
 type Directory struct {
 	ttl      time.Duration
 	entries  map[string]*entry
-	sessions map[Holder]time.Time // session deadline
+	sessions map[Holder]session
+	nextSess uint64
 	writes   map[uint64]*write
 	nextW    uint64
 	epoch    uint64 // routing epoch: versions from a later epoch are always higher
 	seq      uint64 // versions handed out in this epoch
+}
+
+// session is a holder's session: its deadline and its id. A fresh session
+// gets a new id, so a holder can tell which of its copies the home still
+// counts (those registered under the current id).
+type session struct {
+	deadline time.Time
+	id       uint64
 }
 
 type entry struct {
@@ -92,7 +101,7 @@ func New(sessionTTL time.Duration, epoch uint64) *Directory {
 	if sessionTTL <= 0 {
 		sessionTTL = DefaultSessionTTL
 	}
-	return &Directory{ttl: sessionTTL, epoch: epoch, entries: map[string]*entry{}, sessions: map[Holder]time.Time{}, writes: map[uint64]*write{}}
+	return &Directory{ttl: sessionTTL, epoch: epoch, entries: map[string]*entry{}, sessions: map[Holder]session{}, writes: map[uint64]*write{}}
 }
 
 // SetEpoch moves to a later routing epoch: versions handed out from now on
@@ -111,14 +120,16 @@ func (d *Directory) nextVersion() uint64 {
 // SessionTTL is the holder session length.
 func (d *Directory) SessionTTL() time.Duration { return d.ttl }
 
-// Renew starts or extends holder's session until now+ttl. fresh is true
-// when the holder had no live session here (new, or ended): the home has
-// already counted every replica it held as gone, so the holder must drop all
-// its replicas of keys homed here before it serves any again. Without that,
-// a holder whose renewal arrived just too late would revive replicas that
-// writes in between never invalidated.
-func (d *Directory) Renew(now time.Time, h Holder) (deadline time.Time, fresh bool) {
+// Renew starts or extends holder's session until now+ttl and returns the
+// session's id. fresh is true when the holder had no live session here (new,
+// or ended): the home has counted every copy it held as gone, and the new
+// session has a new id. The holder must drop every copy of a key homed here
+// registered under an older id before it serves any again; without that, a
+// holder whose renewal arrived just too late would revive copies that writes
+// in between never invalidated.
+func (d *Directory) Renew(now time.Time, h Holder) (deadline time.Time, fresh bool, id uint64) {
 	fresh = !d.live(now, h)
+	sess := d.sessions[h]
 	if fresh {
 		// Make sure no entry still lists it (Expire may not have run yet).
 		for key, e := range d.entries {
@@ -131,15 +142,28 @@ func (d *Directory) Renew(now time.Time, h Holder) (deadline time.Time, fresh bo
 				w.prepared = len(w.pending) == 0
 			}
 		}
+		d.nextSess++
+		sess.id = d.nextSess
 	}
-	deadline = now.Add(d.ttl)
-	d.sessions[h] = deadline
-	return deadline, fresh
+	sess.deadline = now.Add(d.ttl)
+	d.sessions[h] = sess
+	return sess.deadline, fresh, sess.id
 }
 
+// Session returns h's live session id, or 0.
+func (d *Directory) Session(now time.Time, h Holder) uint64 {
+	if !d.live(now, h) {
+		return 0
+	}
+	return d.sessions[h].id
+}
+
+// Live reports whether h has a live session.
+func (d *Directory) Live(now time.Time, h Holder) bool { return d.live(now, h) }
+
 func (d *Directory) live(now time.Time, h Holder) bool {
-	dl, ok := d.sessions[h]
-	return ok && now.Before(dl)
+	s, ok := d.sessions[h]
+	return ok && now.Before(s.deadline)
 }
 
 // Lookup returns where key's current version is. blocked is true while a
@@ -228,6 +252,16 @@ func (d *Directory) Prepared(id uint64) bool {
 	return w != nil && w.prepared
 }
 
+// Waiting reports whether write id still waits for h's acknowledgement.
+func (d *Directory) Waiting(id uint64, h Holder) bool {
+	w := d.writes[id]
+	if w == nil || !w.started {
+		return false
+	}
+	_, ok := w.pending[h]
+	return ok
+}
+
 // Ack records holder's acknowledgement of an invalidation.
 func (d *Directory) Ack(id uint64, h Holder) {
 	w := d.writes[id]
@@ -246,8 +280,8 @@ func (d *Directory) Ack(id uint64, h Holder) {
 // every entry.
 func (d *Directory) Expire(now time.Time) []Holder {
 	var gone []Holder
-	for h, dl := range d.sessions {
-		if !now.Before(dl) {
+	for h, s := range d.sessions {
+		if !now.Before(s.deadline) {
 			gone = append(gone, h)
 			delete(d.sessions, h)
 		}

@@ -30,10 +30,15 @@ func TestWriteReadRemove(t *testing.T) {
 
 	// B pulls a replica: needs a live session and the current version.
 	require.ErrorIs(t, d.AddHolder(t0, "k", "B", v1), ErrNoSession)
-	_, fresh := d.Renew(t0, "B")
+	_, fresh, s1 := d.Renew(t0, "B")
 	require.True(t, fresh)
-	_, fresh = d.Renew(t0.Add(time.Second), "B")
+	_, fresh, s2 := d.Renew(t0.Add(time.Second), "B")
 	require.False(t, fresh, "a renewal within the session continues it")
+	require.Equal(t, s1, s2)
+	require.Equal(t, s1, d.Session(t0, "B"))
+	_, fresh, s3 := d.Renew(t0.Add(time.Hour), "B")
+	require.True(t, fresh)
+	require.Greater(t, s3, s1, "a fresh session has a new id")
 	require.ErrorIs(t, d.AddHolder(t0, "k", "B", v1+1), ErrStale)
 	require.NoError(t, d.AddHolder(t0, "k", "B", v1))
 
@@ -219,7 +224,7 @@ func simulate(t *testing.T, seed uint64) (commits, servedChecks int) {
 		case 0: // renew: the holder's belief starts at send time, the home's at receive time
 			if !h.partition {
 				sent := now
-				dl, fresh := d.Renew(now.Add(time.Duration(r.IntN(50))*time.Millisecond), h.name)
+				dl, fresh, _ := d.Renew(now.Add(time.Duration(r.IntN(50))*time.Millisecond), h.name)
 				logf("%d %v renew %s fresh=%v home-deadline=%v", step, now.Sub(t0), h.name, fresh, dl.Sub(t0))
 				if fresh {
 					h.replicas = map[string]uint64{}

@@ -1,0 +1,179 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fluxon-dev/fluxon/cgo/pool"
+	"github.com/fluxon-dev/fluxon/services/kv"
+	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/tcp"
+)
+
+type testOwner struct {
+	node  *Node
+	store *kv.Store
+	peer  Peer
+}
+
+// startCluster runs n owners in this process, each with its own pool and
+// its own TCP transport endpoint on loopback.
+func startCluster(t *testing.T, n int, ttl time.Duration) []*testOwner {
+	t.Helper()
+	var owners []*testOwner
+	var peers []Peer
+	for i := 0; i < n; i++ {
+		path := filepath.Join("/dev/shm", fmt.Sprintf("fluxon-cluster-%d-%d", os.Getpid(), rand.Uint64()))
+		p, err := pool.CreateWith(path, 64<<20, 1<<20, pool.Options{})
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Destroy() })
+		st, err := kv.New(p, kv.Options{Log: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		t.Cleanup(func() { st.Close() })
+		tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: slog.New(slog.DiscardHandler)}})
+		require.NoError(t, err)
+		id := transport.Identity{ClusterName: "c", InstanceKey: fmt.Sprint("o", i), StartTime: time.Unix(1000+int64(i), 0), Role: "owner"}
+		node := New(Options{Self: id, Store: st, Transport: tr, ListenAddr: "127.0.0.1:0", SessionTTL: ttl, Log: slog.New(slog.DiscardHandler)})
+		addr, err := node.Start(context.Background())
+		require.NoError(t, err)
+		o := &testOwner{node: node, store: st, peer: Peer{ID: id, Addr: addr, Host: fmt.Sprint("h", i)}}
+		t.Cleanup(func() { o.node.Close() })
+		owners = append(owners, o)
+		peers = append(peers, o.peer)
+	}
+	for _, o := range owners {
+		require.NoError(t, o.node.SetRouting(1, peers))
+	}
+	return owners
+}
+
+func read(t *testing.T, o *testOwner, key string) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := o.node.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return append([]byte(nil), h.Bytes()...), nil
+}
+
+func TestPutOnOneHostGetOnAnother(t *testing.T) {
+	os := startCluster(t, 3, 3*time.Second)
+	ctx := context.Background()
+	val := bytes.Repeat([]byte("v1"), 4<<20) // 8 MiB
+	_, err := os[0].node.Put(ctx, "k", val, kv.PutOptions{})
+	require.NoError(t, err)
+	for i, o := range os {
+		got, err := read(t, o, "k")
+		require.NoError(t, err, "owner %d", i)
+		require.True(t, bytes.Equal(val, got), "owner %d", i)
+	}
+	// The readers now hold replicas in their own pools.
+	require.True(t, os[1].store.Exists("k"))
+	require.True(t, os[2].store.Exists("k"))
+
+	// Overwrite from a third host: no one returns the old value afterwards.
+	val2 := []byte("second")
+	_, err = os[2].node.Put(ctx, "k", val2, kv.PutOptions{})
+	require.NoError(t, err)
+	for i, o := range os {
+		got, err := read(t, o, "k")
+		require.NoError(t, err, "owner %d", i)
+		require.Equal(t, val2, got, "owner %d sees the overwrite at once", i)
+	}
+	// Remove: gone everywhere.
+	require.NoError(t, os[1].node.Remove(ctx, "k"))
+	for i, o := range os {
+		_, err := read(t, o, "k")
+		require.ErrorIs(t, err, kv.ErrNotFound, "owner %d", i)
+		require.False(t, o.store.Exists("k"), "owner %d dropped its copy", i)
+	}
+}
+
+func TestWriteWaitsOutASilentHolder(t *testing.T) {
+	os := startCluster(t, 3, 1*time.Second)
+	ctx := context.Background()
+	// Find a key homed on owner 0 so that owner 2 is only a holder.
+	key := ""
+	for i := 0; ; i++ {
+		k := fmt.Sprint("key", i)
+		if h, _ := os[0].node.homeOf(k); h == os[0].peer.Name() {
+			key = k
+			break
+		}
+	}
+	_, err := os[0].node.Put(ctx, key, []byte("old"), kv.PutOptions{})
+	require.NoError(t, err)
+	_, err = read(t, os[2], key)
+	require.NoError(t, err)
+	// Owner 2 goes silent (stops answering: its listener and sessions stop).
+	require.NoError(t, os[2].node.Close())
+	start := time.Now()
+	_, err = os[1].node.Put(ctx, key, []byte("new"), kv.PutOptions{})
+	require.NoError(t, err)
+	took := time.Since(start)
+	t.Logf("write completed %s after the holder went silent", took.Round(time.Millisecond))
+	got, err := read(t, os[1], key)
+	require.NoError(t, err)
+	require.Equal(t, "new", string(got))
+	// The silent holder cannot serve its stale copy: its session has ended by its own clock.
+	os[2].node.mu.Lock()
+	live := os[2].node.sessionLive(os[0].peer.Name())
+	os[2].node.mu.Unlock()
+	require.False(t, live)
+}
+
+func TestConcurrentWritersAndReaders(t *testing.T) {
+	os := startCluster(t, 3, 3*time.Second)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				k := fmt.Sprint("k", i%5)
+				if _, err := os[w].node.Put(ctx, k, []byte(fmt.Sprintf("%s-w%d-%d", k, w, i)), kv.PutOptions{}); err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := read(t, os[(w+1)%3], k)
+				if err != nil && !errorsIsNotFound(err) {
+					t.Error(err)
+					return
+				}
+				if err == nil && !bytes.HasPrefix(got, []byte(k+"-")) {
+					t.Errorf("%s holds %q", k, got)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	// Afterwards all owners agree on every key.
+	for i := 0; i < 5; i++ {
+		k := fmt.Sprint("k", i)
+		want, err := read(t, os[0], k)
+		require.NoError(t, err)
+		for _, o := range os[1:] {
+			got, err := read(t, o, k)
+			require.NoError(t, err)
+			require.Equal(t, want, got)
+		}
+	}
+}
+
+func errorsIsNotFound(err error) bool {
+	return err != nil && bytes.Contains([]byte(err.Error()), []byte("not found"))
+}
