@@ -7,9 +7,11 @@
 // a writer (batches queued frames into one writev), a keepalive ticker,
 // and on the listening side one that runs one-way messages in order. A
 // request or bulk read runs on the goroutine that read it, which first
-// starts a new reader to take over the connection: the reply does not wait
-// for a freshly started goroutine to be scheduled (on a 2-core machine
-// that hand-off alone doubled a 64-byte round trip).
+// starts a new reader to take over the connection, so the handler starts
+// at once rather than after a new goroutine is scheduled. Paths the
+// handler declares inline (transport.InlineHandler) run on the reader
+// with no new goroutine at all, saving the thread wake-up Go does for each
+// (measured on 2 processors: a 64-byte round trip 5-10% faster).
 //
 // A producer that finds the connection idle writes its frame itself (one
 // non-blocking write) instead of waking the writer goroutine; see
