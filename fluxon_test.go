@@ -41,7 +41,7 @@ pool: {segment_size: 1MiB}
 	if err != nil {
 		tb.Fatal(err)
 	}
-	o, err := owner.Start(cfg, "owner-1", slog.New(slog.DiscardHandler), nil)
+	o, err := owner.Start(cfg, "owner-1", slog.New(slog.DiscardHandler), nil, owner.Deps{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -397,4 +397,22 @@ func TestKVCommandsAgainstUp(t *testing.T) {
 	kvRun("put", "from-cli", "there")
 	require.Equal(t, "there", redis("GET", "from-cli"))
 	require.Equal(t, "3", redis("DBSIZE"), "big, from-redis, from-cli")
+
+	// Node-to-node RPC to the owner, through its gRPC forwarding.
+	st, err := status(t, dir)
+	require.NoError(t, err)
+	ownerNode := st.Members[meta.RoleOwner][0].NodeID
+	require.NotEmpty(t, st.Members[meta.RoleOwner][0].Endpoints["rpc"], "owners advertise an rpc endpoint")
+	out, code = run(t, dir, "rpc", "call", ownerNode, "/fluxon/ping", "marco")
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "marco", out)
+	out, code = run(t, dir, "rpc", "call", ownerNode, "/fluxon/info")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, ownerNode)
+	out, code = run(t, dir, "rpc", "call", ownerNode, "/no/such")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "/no/such")
+	out, code = run(t, dir, "rpc", "call", "nobody", "/fluxon/ping")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "nobody")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fluxon-dev/fluxon/cgo/core"
 	"github.com/fluxon-dev/fluxon/control/node"
+	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
 // versionInfo is what `fluxon version` reports.
@@ -26,8 +27,8 @@ type versionInfo struct {
 }
 
 // compiledTransports lists the data-plane transports linked into this binary.
-// Each transport package adds itself when it lands; none is linked yet.
-var compiledTransports []string
+// rdma, ucx, dpdk, quic and websocket join this list as they land (issue 5).
+var compiledTransports = []string{tcp.Name}
 
 func currentVersion() versionInfo {
 	v := versionInfo{

@@ -93,7 +93,7 @@ func Start(ctx context.Context, role meta.Role, cfg *config.Config, log *slog.Lo
 		Endpoints:   map[string]string{"http": r.http.Addr()},
 	}
 	if role == meta.RoleOwner {
-		r.Owner, err = owner.Start(cfg, cfg.InstanceKey, log, reg)
+		r.Owner, err = owner.Start(cfg, cfg.InstanceKey, log, reg, owner.Deps{Meta: store, StartTime: r.Member.StartTime})
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package owner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,9 +11,48 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fluxon-dev/fluxon/control/config"
+	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/services/kv/kvgrpc"
 	"github.com/fluxon-dev/fluxon/services/kv/resp"
+	"github.com/fluxon-dev/fluxon/services/rpc"
+	"github.com/fluxon-dev/fluxon/services/rpc/rpcgrpc"
+	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
+
+// startRPC starts the owner's RPC node on the data-plane transport address
+// (listen.transport), resolving other members through etcd.
+func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometheus.Registerer, deps Deps) error {
+	if deps.Meta == nil {
+		return nil
+	}
+	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: log}, Reactor: tcp.ReactorMode(cfg.Network.TCPReactorMode)})
+	if err != nil {
+		return fmt.Errorf("network.tcp_reactor_mode: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	res, err := rpc.NewMetaResolver(ctx, deps.Meta, rpc.MetaResolverOptions{Log: log})
+	if err != nil {
+		cancel()
+		return err
+	}
+	o.closers = append(o.closers, func() error { cancel(); return res.Close() })
+	node, err := rpc.New(rpc.Options{
+		Local:     transport.Identity{ClusterName: cfg.ClusterName, InstanceKey: instanceKey, StartTime: deps.StartTime, Role: string(meta.RoleOwner)},
+		Transport: tr, ListenAddr: cfg.Listen.Transport, Resolver: res, Log: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	addr, err := node.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("listen.transport %s: %w", cfg.Listen.Transport, err)
+	}
+	o.RPC = node
+	o.closers = append(o.closers, node.Close)
+	o.Endpoints[rpc.EndpointKey] = addr
+	return nil
+}
 
 // startNetwork starts the endpoints remote clients use (gRPC, RESP).
 func (o *Owner) startNetwork(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) error {
@@ -23,6 +63,9 @@ func (o *Owner) startNetwork(cfg *config.Config, log *slog.Logger, reg prometheu
 		}
 		gs := grpc.NewServer(kvgrpc.ServerOptions()...)
 		kvgrpc.NewServer(o.Store, log).Register(gs)
+		if o.RPC != nil {
+			rpcgrpc.NewServer(o.RPC).Register(gs)
+		}
 		go func() {
 			if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				log.Error("gRPC server stopped", "err", err)

@@ -19,8 +19,11 @@ import (
 	"github.com/fluxon-dev/fluxon/cgo/pool"
 	"github.com/fluxon-dev/fluxon/cgo/ring"
 	"github.com/fluxon-dev/fluxon/control/config"
+	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/services/kv"
 	"github.com/fluxon-dev/fluxon/services/kv/shm"
+	"github.com/fluxon-dev/fluxon/services/rpc"
+	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
 // SharedFileVersion is the version of shared.json's layout.
@@ -80,14 +83,24 @@ type Owner struct {
 	Paths     Paths
 	Endpoints map[string]string
 
-	log     *slog.Logger
-	shm     *shm.Server
+	log *slog.Logger
+	shm *shm.Server
+	// RPC is the owner's node-to-node RPC endpoint (nil without Deps.Meta).
+	RPC     *rpc.Node
 	closers []func() error
+}
+
+// Deps are what an owner running inside a cluster member gets from it.
+type Deps struct {
+	// Meta, when set, lets the owner resolve other members for RPC.
+	Meta *meta.Store
+	// StartTime is the member's registered start time (its incarnation).
+	StartTime time.Time
 }
 
 // Start creates the pool and starts every endpoint. Members of the routing
 // table learn the returned Endpoints through the owner's registration.
-func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometheus.Registerer) (*Owner, error) {
+func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometheus.Registerer, deps Deps) (*Owner, error) {
 	paths := PathsFor(cfg.SharedMemoryPath, cfg.SharedFilePath, cfg.ClusterName)
 	o := &Owner{Paths: paths, log: log, Endpoints: map[string]string{}}
 	ok := false
@@ -134,6 +147,9 @@ func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometh
 	o.closers = append(o.closers, o.shm.Close)
 	o.Endpoints["socket"] = paths.Socket
 
+	if err := o.startRPC(cfg, instanceKey, log, reg, deps); err != nil {
+		return nil, err
+	}
 	if err := o.startNetwork(cfg, log, reg); err != nil {
 		return nil, err
 	}
@@ -142,7 +158,7 @@ func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometh
 		Version: SharedFileVersion, ProtocolVersion: shm.ProtocolVersion, ClusterName: cfg.ClusterName, SubCluster: cfg.SubCluster,
 		InstanceKey: instanceKey, PID: os.Getpid(), StartTime: time.Now().UTC(), PoolPath: paths.Pool, PoolSize: info.Size,
 		SegmentSize: info.SegmentSize, ControlSocket: paths.Socket, EtcdEndpoints: cfg.EtcdURLs(), Endpoints: o.Endpoints,
-		Transports: []string{},
+		Transports: o.transports(),
 	}
 	if err := writeJSON(paths.SharedFile, sh); err != nil {
 		return nil, fmt.Errorf("writing %s: %w", paths.SharedFile, err)
@@ -163,6 +179,14 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// transports lists the transports this owner serves on.
+func (o *Owner) transports() []string {
+	if o.RPC == nil {
+		return []string{}
+	}
+	return []string{tcp.Name}
 }
 
 // Attached returns how many externals are attached.
