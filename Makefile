@@ -8,7 +8,7 @@ NATIVE_ASAN := build/native-asan
 GO_TEST_FLAGS ?= -race -tags invariants -timeout 20m
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test native-test vet fmt-check go-test clean help
+.PHONY: all deps build run test native-test vet fmt-check go-test clean help proto
 
 all: build
 
@@ -17,6 +17,8 @@ help:
 	@echo "make test        everything CI runs: native tests (ASan/UBSan), vet, go test -race"
 	@echo "make build       build $(BIN)"
 	@echo "make deps        install missing system packages and Go modules"
+	@echo "make bench-kv    fluxon vs redis-server side by side on this host (docs/bench.md)"
+	@echo "make proto       regenerate the gRPC code from api/proto (scripts/gen-proto.sh)"
 
 deps:
 	@scripts/install-deps.sh
@@ -45,5 +47,11 @@ fmt-check:
 go-test:
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
+proto:
+	scripts/gen-proto.sh
+
 clean:
 	rm -rf bin build
+
+# Benchmarks (not part of make test): make bench-kv, ...
+include bench/Makefile.inc
