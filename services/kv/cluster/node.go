@@ -115,12 +115,17 @@ func New(o Options) *Node {
 	if o.SessionTTL <= 0 {
 		o.SessionTTL = directory.DefaultSessionTTL
 	}
-	return &Node{
+	n := &Node{
 		o: o, self: o.Self.Incarnation(), byName: map[string]Peer{}, local: map[string]localCopy{},
 		gen: map[string]uint64{}, invalidated: map[string]uint64{}, writing: map[string]chan struct{}{}, sessions: map[string]time.Time{}, sessIDs: map[string]uint64{},
 		conns: map[string]transport.Conn{}, dir: directory.New(o.SessionTTL, 0), changed: make(chan struct{}),
 		pins: map[uint64]pinned{}, stop: make(chan struct{}),
 	}
+	// This owner's copies of keys homed on itself need no session with
+	// itself; without a permanent one, its first AddHolder would start a
+	// fresh session and drop it from every entry.
+	n.dir.Keep(directory.Holder(n.self))
+	return n
 }
 
 // Start listens on the transport and runs the session and expiry loops.

@@ -73,6 +73,15 @@ func TestWriteReadRemove(t *testing.T) {
 	require.Zero(t, d.Len(), "a removed key leaves no entry")
 }
 
+func TestKeptSessionNeverEnds(t *testing.T) {
+	d := New(time.Second, 1)
+	d.Keep("self")
+	require.True(t, d.Live(t0.Add(1000*time.Hour), "self"))
+	_, fresh, _ := d.Renew(t0.Add(1000*time.Hour), "self")
+	require.False(t, fresh)
+	require.Empty(t, d.Expire(t0.Add(1000*time.Hour)))
+}
+
 func TestSilentHolderWaitsForSessionEnd(t *testing.T) {
 	d := New(3*time.Second, 1)
 	id, _ := d.BeginWrite("k", "A", false, 1)
