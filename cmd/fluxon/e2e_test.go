@@ -59,7 +59,12 @@ type proc struct {
 
 func start(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(fluxonBin, args...), done: make(chan struct{})}
+	cmd := exec.Command(fluxonBin, args...)
+	if len(args) > 2 && args[0] == "__netns__" {
+		// Run inside a network namespace (a test host): ip netns exec execs fluxon.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", args[1], fluxonBin}, args[2:]...)...)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), "FLUXON_LOG=info")
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

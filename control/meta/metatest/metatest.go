@@ -55,14 +55,23 @@ type Proc struct {
 
 // StartProcess runs the etcd binary (Debian's etcd-server) as a separate
 // process and waits until it answers. It is killed when the test ends.
-func StartProcess(t testing.TB) *Proc {
+func StartProcess(t testing.TB) *Proc { return StartProcessOn(t, "127.0.0.1") }
+
+// StartProcessOn is StartProcess with the client port on host (an address
+// of this namespace, e.g. a test lab's gateway).
+func StartProcessOn(t testing.TB, host string) *Proc {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Fatalf("etcd binary not found (make deps installs Debian's etcd-server): %v", err)
 	}
 	p := &Proc{dir: t.TempDir(), peer: FreeAddr(t)}
-	p.URL = "http://" + FreeAddr(t)
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.URL = "http://" + ln.Addr().String()
+	ln.Close()
 	p.start(t, bin)
 	t.Cleanup(func() { p.Kill() })
 	return p
