@@ -231,10 +231,17 @@ func (n *Node) pin(ctx context.Context, req pinReq) ([]byte, error) {
 				return nil, ctx.Err()
 			}
 		}
+		// Check the version and take the store's holder in one step: a write
+		// committing in between replaces both together (under n.mu), so the
+		// bytes pinned are always the version named.
+		n.mu.Lock()
+		lc, ok = n.local[req.Key]
 		if !ok || lc.version != req.Version {
+			n.mu.Unlock()
 			return json.Marshal(pinResp{Status: "stale"})
 		}
 		h, err := n.o.Store.Get(req.Key)
+		n.mu.Unlock()
 		if err != nil {
 			return json.Marshal(pinResp{Status: "stale"})
 		}

@@ -394,9 +394,6 @@ func (n *Node) Get(ctx context.Context, key string) (*kv.Holder, error) {
 				return nil, fmt.Errorf("%w: home of %q unreachable: %v", ErrUnavailable, key, err)
 			}
 		}
-		n.mu.Lock()
-		genBefore := n.gen[key]
-		n.mu.Unlock()
 		var loc lookupResp
 		if err := n.call(ctx, home, pathLookup, keyReq{Key: key}, &loc); err != nil {
 			return nil, fmt.Errorf("%w: looking up %q at its home: %v", ErrUnavailable, key, err)
@@ -411,7 +408,7 @@ func (n *Node) Get(ctx context.Context, key string) (*kv.Holder, error) {
 			backoff = min(backoff*2, busyRetryMax)
 			continue
 		}
-		done, err := n.pull(ctx, key, home, loc, genBefore)
+		done, err := n.pull(ctx, key, home, loc)
 		if err != nil {
 			return nil, err
 		}
@@ -423,7 +420,7 @@ func (n *Node) Get(ctx context.Context, key string) (*kv.Holder, error) {
 
 // pull copies the current version from a holder into this pool and
 // registers this owner as a holder. false: the version went stale meanwhile.
-func (n *Node) pull(ctx context.Context, key, home string, loc lookupResp, genBefore uint64) (bool, error) {
+func (n *Node) pull(ctx context.Context, key, home string, loc lookupResp) (bool, error) {
 	var lastErr error
 	for _, holder := range loc.Holders {
 		if holder == n.self {
@@ -443,18 +440,11 @@ func (n *Node) pull(ctx context.Context, key, home string, loc lookupResp, genBe
 			if ok && lc.version == loc.Version {
 				return false, nil // it is servable again (the session was renewed)
 			}
-			n.mu.Lock()
-			raced := n.gen[key] != genBefore
-			n.mu.Unlock()
-			if raced {
-				return false, nil // an invalidation came after the lookup was answered: look again
-			}
-			// The home lists a copy we no longer have: correct it, look again.
-			var st statusResp
-			if err := n.call(ctx, home, pathDropHolder, holderReq{Key: key, Holder: n.self}, &st); err != nil {
-				return false, fmt.Errorf("%w: %q: %v", ErrUnavailable, key, err)
-			}
-			return false, nil
+			// The home lists a copy of ours that is not installed here (yet):
+			// another Get of this owner registered it and is installing it
+			// now. Never tell the home to drop it (that would untrack a copy
+			// about to be served); try the other holders, else look again.
+			continue
 		}
 		var pin pinResp
 		if err := n.call(ctx, holder, pathPin, pinReq{Key: key, Version: loc.Version}, &pin); err != nil {
@@ -505,7 +495,11 @@ func (n *Node) pull(ctx context.Context, key, home string, loc lookupResp, genBe
 		return true, nil
 	}
 	if lastErr == nil {
-		lastErr = errors.New("no holder other than this owner")
+		// Only this owner is listed: its own copy is being installed.
+		if err := sleepCtx(ctx, busyRetryMin); err != nil {
+			return false, err
+		}
+		return false, nil
 	}
 	return false, fmt.Errorf("%w: %q: %v", ErrUnavailable, key, lastErr)
 }
