@@ -34,34 +34,45 @@ func (t *kvTarget) addFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&t.addr, "addr", "", "an owner's gRPC address (host:port); default: an owner of the cluster, this host's first")
 }
 
-func (t *kvTarget) dial(ctx context.Context) (*kvgrpc.Client, error) {
-	addr := t.addr
+// ownerAddr is the gRPC address of the owner to talk to: --addr, or an
+// owner of the cluster as etcd lists them, this host's first.
+func (t *kvTarget) ownerAddr(ctx context.Context) (string, error) {
+	if t.addr != "" {
+		return t.addr, nil
+	}
+	etcd, cluster, err := t.resolve()
+	if err != nil {
+		return "", err
+	}
+	store, err := meta.Connect(ctx, etcd, cluster, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return "", err
+	}
+	members, _, err := store.Members(ctx)
+	store.Close()
+	if err != nil {
+		return "", err
+	}
+	host, _ := os.Hostname()
+	addr := ""
+	for _, m := range members {
+		if m.Role != meta.RoleOwner || m.Endpoints["grpc"] == "" {
+			continue
+		}
+		if addr == "" || m.Host == host {
+			addr = m.Endpoints["grpc"]
+		}
+	}
 	if addr == "" {
-		etcd, cluster, err := t.resolve()
-		if err != nil {
-			return nil, err
-		}
-		store, err := meta.Connect(ctx, etcd, cluster, slog.New(slog.DiscardHandler))
-		if err != nil {
-			return nil, err
-		}
-		members, _, err := store.Members(ctx)
-		store.Close()
-		if err != nil {
-			return nil, err
-		}
-		host, _ := os.Hostname()
-		for _, m := range members {
-			if m.Role != meta.RoleOwner || m.Endpoints["grpc"] == "" {
-				continue
-			}
-			if addr == "" || m.Host == host {
-				addr = m.Endpoints["grpc"]
-			}
-		}
-		if addr == "" {
-			return nil, fmt.Errorf("cluster %q has no owner with a gRPC endpoint; start one or pass --addr", cluster)
-		}
+		return "", fmt.Errorf("cluster %q has no owner with a gRPC endpoint; start one or pass --addr", cluster)
+	}
+	return addr, nil
+}
+
+func (t *kvTarget) dial(ctx context.Context) (*kvgrpc.Client, error) {
+	addr, err := t.ownerAddr(ctx)
+	if err != nil {
+		return nil, err
 	}
 	return kvgrpc.Dial(ctx, addr)
 }

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/services/rpc"
 	"github.com/fluxon-dev/fluxon/services/rpc/rpcgrpc"
 )
@@ -62,7 +60,7 @@ func (f *rpcFlags) run(cmd *cobra.Command, fn func(c *rpcgrpc.Client) error) err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	addr, err := rpcOwnerAddr(ctx, &f.target)
+	addr, err := f.target.ownerAddr(ctx)
 	if err != nil {
 		return err
 	}
@@ -72,42 +70,6 @@ func (f *rpcFlags) run(cmd *cobra.Command, fn func(c *rpcgrpc.Client) error) err
 	}
 	defer c.Close()
 	return fn(c)
-}
-
-// rpcOwnerAddr is the owner gRPC address kvTarget.dial would connect to.
-// (kvTarget resolves and dials in one step and returns a KV client; this
-// is its lookup alone.)
-func rpcOwnerAddr(ctx context.Context, t *kvTarget) (string, error) {
-	if t.addr != "" {
-		return t.addr, nil
-	}
-	etcd, cluster, err := t.resolve()
-	if err != nil {
-		return "", err
-	}
-	store, err := meta.Connect(ctx, etcd, cluster, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return "", err
-	}
-	members, _, err := store.Members(ctx)
-	store.Close()
-	if err != nil {
-		return "", err
-	}
-	host, _ := os.Hostname()
-	addr := ""
-	for _, m := range members {
-		if m.Role != meta.RoleOwner || m.Endpoints["grpc"] == "" {
-			continue
-		}
-		if addr == "" || m.Host == host {
-			addr = m.Endpoints["grpc"]
-		}
-	}
-	if addr == "" {
-		return "", fmt.Errorf("cluster %q has no owner with a gRPC endpoint; start one or pass --addr", cluster)
-	}
-	return addr, nil
 }
 
 func newRPCCallCmd() *cobra.Command {
