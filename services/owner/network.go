@@ -81,7 +81,7 @@ func (o *Owner) startNetwork(cfg *config.Config, log *slog.Logger, reg prometheu
 		}
 		rs := resp.NewServer(o.Store, resp.Options{Log: log, Registerer: reg})
 		go func() {
-			if err := rs.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			if err := rs.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, resp.ErrServerClosed) {
 				log.Error("RESP server stopped", "err", err)
 			}
 		}()
