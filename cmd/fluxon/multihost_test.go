@@ -56,7 +56,8 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 
 	mcfg := writeConfig(t, dir, "m.yaml", fmt.Sprintf("cluster_name: mh\ninstance_key: m1\netcd_endpoints: [%q]\nlisten: {http: %q}\nmaster: {election_ttl: 2s}\nlease: {ttl: 2s}\n",
 		strings.TrimPrefix(etcd.URL, "http://"), lab.Hosts[0].IP+":0"))
-	startIn(t, lab.Hosts[0], dir, "master", "--config", mcfg).waitOutput(t, "running", 30*time.Second)
+	master := startIn(t, lab.Hosts[0], dir, "master", "--config", mcfg)
+	master.waitOutput(t, "running", 30*time.Second)
 	for i, h := range lab.Hosts {
 		startIn(t, h, dir, "owner", "--config", hostOwnerConfig(t, dir, h, etcd.URL, fmt.Sprint("o", i+1))).waitOutput(t, "running", 30*time.Second)
 	}
@@ -103,4 +104,19 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 		out, code := run(t, dir, "rpc", "call", "o3", "/fluxon/ping", "back", "--addr", grpc1, "--timeout", "2s")
 		return code == 0 && out == "back"
 	})
+
+	// The master dies (kill -9): the data plane keeps serving.
+	require.NoError(t, master.cmd.Process.Kill())
+	out, code = run(t, dir, "rpc", "call", "o3", "/fluxon/ping", "no master", "--addr", grpc1)
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "no master", out)
+
+	// etcd stops answering for a while: calls between live members go on.
+	etcd.Stop()
+	for _, to := range []string{"o2", "o3"} {
+		out, code = run(t, dir, "rpc", "call", to, "/fluxon/ping", "no etcd", "--addr", grpc1, "--timeout", "3s")
+		require.Equal(t, 0, code, "to %s: %s", to, out)
+		require.Equal(t, "no etcd", out)
+	}
+	etcd.Cont()
 }
