@@ -9,10 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 
 	fluxonv1 "github.com/fluxon-dev/fluxon/api/proto/fluxon/v1"
+	"github.com/fluxon-dev/fluxon/internal/grpcdial"
 	"github.com/fluxon-dev/fluxon/services/kv"
 )
 
@@ -32,29 +31,11 @@ type Client struct {
 // MaxMessageSize; options given here come after those defaults and override
 // them (pass grpc.WithTransportCredentials for TLS).
 func Dial(ctx context.Context, addr string, opts ...grpc.DialOption) (*Client, error) {
-	all := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
-	}, opts...)
-	conn, err := grpc.NewClient(addr, all...)
+	conn, err := grpcdial.Dial(ctx, addr, MaxMessageSize, "owner", opts...)
 	if err != nil {
-		return nil, fmt.Errorf("kvgrpc: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("kvgrpc: %w", err)
 	}
-	conn.Connect()
-	for {
-		st := conn.GetState()
-		switch st {
-		case connectivity.Ready:
-			return &Client{conn: conn, kv: fluxonv1.NewKVClient(conn)}, nil
-		case connectivity.TransientFailure, connectivity.Shutdown:
-			_ = conn.Close()
-			return nil, fmt.Errorf("kvgrpc: cannot connect to %s (%s); check the address and that the owner serves gRPC there", addr, st)
-		}
-		if !conn.WaitForStateChange(ctx, st) {
-			_ = conn.Close()
-			return nil, fmt.Errorf("kvgrpc: connecting to %s: %w", addr, ctx.Err())
-		}
-	}
+	return &Client{conn: conn, kv: fluxonv1.NewKVClient(conn)}, nil
 }
 
 // Close closes the connection.

@@ -10,10 +10,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 
 	fluxonv1 "github.com/fluxon-dev/fluxon/api/proto/fluxon/v1"
+	"github.com/fluxon-dev/fluxon/internal/grpcdial"
 	"github.com/fluxon-dev/fluxon/services/kv"
 	"github.com/fluxon-dev/fluxon/services/rpc"
 )
@@ -30,29 +29,11 @@ type Client struct {
 // the connection is plaintext with message limits of MaxMessageSize;
 // options given here override those defaults.
 func Dial(ctx context.Context, addr string, opts ...grpc.DialOption) (*Client, error) {
-	all := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
-	}, opts...)
-	conn, err := grpc.NewClient(addr, all...)
+	conn, err := grpcdial.Dial(ctx, addr, MaxMessageSize, "member", opts...)
 	if err != nil {
-		return nil, fmt.Errorf("rpcgrpc: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("rpcgrpc: %w", err)
 	}
-	conn.Connect()
-	for {
-		st := conn.GetState()
-		switch st {
-		case connectivity.Ready:
-			return &Client{conn: conn, rpc: fluxonv1.NewRPCClient(conn)}, nil
-		case connectivity.TransientFailure, connectivity.Shutdown:
-			_ = conn.Close()
-			return nil, fmt.Errorf("rpcgrpc: cannot connect to %s (%s); check the address and that the member serves gRPC there", addr, st)
-		}
-		if !conn.WaitForStateChange(ctx, st) {
-			_ = conn.Close()
-			return nil, fmt.Errorf("rpcgrpc: connecting to %s: %w", addr, ctx.Err())
-		}
-	}
+	return &Client{conn: conn, rpc: fluxonv1.NewRPCClient(conn)}, nil
 }
 
 // Close closes the connection.
