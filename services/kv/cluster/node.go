@@ -418,6 +418,49 @@ func (n *Node) Get(ctx context.Context, key string) (*kv.Holder, error) {
 	}
 }
 
+// Stat describes key's current value (size and cluster version) without
+// copying it here: from this owner's copy when it may serve one, else from
+// the key's home.
+func (n *Node) Stat(ctx context.Context, key string) (kv.Info, error) {
+	if err := kv.CheckKey(key); err != nil {
+		return kv.Info{}, err
+	}
+	home, err := n.homeOf(key)
+	if err != nil {
+		return kv.Info{}, err
+	}
+	n.mu.Lock()
+	lc, ok := n.local[key]
+	if ok && n.sessionLive(home) {
+		info, err := n.o.Store.Stat(key)
+		n.mu.Unlock()
+		if err == nil {
+			info.Version = lc.version
+			return info, nil
+		}
+	} else {
+		n.mu.Unlock()
+	}
+	backoff := busyRetryMin
+	for {
+		var loc lookupResp
+		if err := n.call(ctx, home, pathLookup, keyReq{Key: key}, &loc); err != nil {
+			return kv.Info{}, fmt.Errorf("%w: looking up %q at its home: %v", ErrUnavailable, key, err)
+		}
+		switch loc.Status {
+		case "notfound":
+			return kv.Info{}, fmt.Errorf("%w: %q", kv.ErrNotFound, key)
+		case "busy":
+			if err := sleepCtx(ctx, backoff); err != nil {
+				return kv.Info{}, err
+			}
+			backoff = min(backoff*2, busyRetryMax)
+			continue
+		}
+		return kv.Info{Key: key, Size: loc.Size, Version: loc.Version}, nil
+	}
+}
+
 // pull copies the current version from a holder into this pool and
 // registers this owner as a holder. false: the version went stale meanwhile.
 func (n *Node) pull(ctx context.Context, key, home string, loc lookupResp) (bool, error) {
@@ -507,30 +550,46 @@ func (n *Node) pull(ctx context.Context, key, home string, loc lookupResp) (bool
 // Put stores value under key: written into this owner's pool, made current
 // at the key's home once every other copy is gone.
 func (n *Node) Put(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error) {
-	return n.write(ctx, key, value, false, o)
+	if err := kv.CheckKey(key); err != nil {
+		return 0, err
+	}
+	r, err := n.o.Store.Reserve(ctx, key, uint64(len(value)), o)
+	if err != nil {
+		return 0, err
+	}
+	copy(n.o.Store.Bytes(r), value)
+	return n.write(ctx, key, r)
+}
+
+// Commit makes a reservation of this owner's store (Store.Reserve, filled
+// through Store.Bytes) the key's current value across the cluster, as Put
+// does with a copy. The reservation is consumed, committed or aborted.
+func (n *Node) Commit(ctx context.Context, r *kv.Reservation) (uint64, error) {
+	return n.write(ctx, r.Key, r)
 }
 
 // Remove deletes key everywhere; when it returns no owner serves it.
 func (n *Node) Remove(ctx context.Context, key string) error {
-	_, err := n.write(ctx, key, nil, true, kv.PutOptions{})
+	if err := kv.CheckKey(key); err != nil {
+		return err
+	}
+	_, err := n.write(ctx, key, nil)
 	return err
 }
 
-func (n *Node) write(ctx context.Context, key string, value []byte, remove bool, o kv.PutOptions) (uint64, error) {
-	if err := kv.CheckKey(key); err != nil {
-		return 0, err
+// write runs an overwrite (r != nil) or a remove (r == nil) of key.
+func (n *Node) write(ctx context.Context, key string, r *kv.Reservation) (uint64, error) {
+	remove := r == nil
+	var size uint64
+	if r != nil {
+		size = r.Size
 	}
 	home, err := n.homeOf(key)
 	if err != nil {
-		return 0, err
-	}
-	var r *kv.Reservation
-	if !remove {
-		r, err = n.o.Store.Reserve(ctx, key, uint64(len(value)), o)
-		if err != nil {
-			return 0, err
+		if r != nil {
+			_ = n.o.Store.Abort(r)
 		}
-		copy(n.o.Store.Bytes(r), value)
+		return 0, err
 	}
 	// Stop serving our old copy before the home orders anything.
 	n.mu.Lock()
@@ -567,7 +626,7 @@ func (n *Node) write(ctx context.Context, key string, value []byte, remove bool,
 				break
 			}
 		}
-		err = n.call(ctx, home, pathWrite, writeReq{Key: key, Writer: n.self, Remove: remove, Size: uint64(len(value))}, &resp)
+		err = n.call(ctx, home, pathWrite, writeReq{Key: key, Writer: n.self, Remove: remove, Size: size}, &resp)
 		if err != nil || resp.Status != "nosession" || attempt > 0 {
 			break
 		}
