@@ -33,21 +33,7 @@ func startCluster(t *testing.T, n int, ttl time.Duration) []*testOwner {
 	var owners []*testOwner
 	var peers []Peer
 	for i := 0; i < n; i++ {
-		path := filepath.Join("/dev/shm", fmt.Sprintf("fluxon-cluster-%d-%d", os.Getpid(), rand.Uint64()))
-		p, err := pool.CreateWith(path, 64<<20, 1<<20, pool.Options{})
-		require.NoError(t, err)
-		t.Cleanup(func() { p.Destroy() })
-		st, err := kv.New(p, kv.Options{Log: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		t.Cleanup(func() { st.Close() })
-		tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: slog.New(slog.DiscardHandler)}})
-		require.NoError(t, err)
-		id := transport.Identity{ClusterName: "c", InstanceKey: fmt.Sprint("o", i), StartTime: time.Unix(1000+int64(i), 0), Role: "owner"}
-		node := New(Options{Self: id, Store: st, Transport: tr, ListenAddr: "127.0.0.1:0", SessionTTL: ttl, Log: slog.New(slog.DiscardHandler)})
-		addr, err := node.Start(context.Background())
-		require.NoError(t, err)
-		o := &testOwner{node: node, store: st, peer: Peer{ID: id, Addr: addr, Host: fmt.Sprint("h", i)}}
-		t.Cleanup(func() { o.node.Close() })
+		o := startOwner(t, fmt.Sprint("o", i), time.Unix(1000+int64(i), 0), fmt.Sprint("h", i), ttl)
 		owners = append(owners, o)
 		peers = append(peers, o.peer)
 	}
@@ -55,6 +41,28 @@ func startCluster(t *testing.T, n int, ttl time.Duration) []*testOwner {
 		require.NoError(t, o.node.SetRouting(1, peers))
 	}
 	return owners
+}
+
+// startOwner runs one owner with its own pool and TCP endpoint on loopback;
+// it joins no routing table yet.
+func startOwner(t *testing.T, name string, start time.Time, host string, ttl time.Duration) *testOwner {
+	t.Helper()
+	path := filepath.Join("/dev/shm", fmt.Sprintf("fluxon-cluster-%d-%d", os.Getpid(), rand.Uint64()))
+	p, err := pool.CreateWith(path, 64<<20, 1<<20, pool.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Destroy() })
+	st, err := kv.New(p, kv.Options{Log: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: slog.New(slog.DiscardHandler)}})
+	require.NoError(t, err)
+	id := transport.Identity{ClusterName: "c", InstanceKey: name, StartTime: start, Role: "owner"}
+	node := New(Options{Self: id, Store: st, Transport: tr, ListenAddr: "127.0.0.1:0", SessionTTL: ttl, Log: slog.New(slog.DiscardHandler)})
+	addr, err := node.Start(context.Background())
+	require.NoError(t, err)
+	o := &testOwner{node: node, store: st, peer: Peer{ID: id, Addr: addr, Host: host}}
+	t.Cleanup(func() { o.node.Close() })
+	return o
 }
 
 func read(t *testing.T, o *testOwner, key string) ([]byte, error) {
@@ -109,7 +117,7 @@ func TestWriteWaitsOutASilentHolder(t *testing.T) {
 	key := ""
 	for i := 0; ; i++ {
 		k := fmt.Sprint("key", i)
-		if h, _ := os[0].node.homeOf(k); h == os[0].peer.Name() {
+		if h, _, _ := os[0].node.homeOf(k); h == os[0].peer.Name() {
 			key = k
 			break
 		}

@@ -32,14 +32,21 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 		if err := json.Unmarshal(payload, &req); err != nil {
 			return bad(err)
 		}
+		release, st, ep := n.homeGate(req.Epoch)
+		if release == nil {
+			return json.Marshal(lookupResp{Status: st, Epoch: ep})
+		}
 		n.dirMu.Lock()
 		loc, busy, err := n.dir.Lookup(req.Key)
 		n.dirMu.Unlock()
+		release()
 		switch {
 		case busy:
-			return json.Marshal(lookupResp{Status: "busy"})
+			return json.Marshal(lookupResp{Status: stBusy})
 		case errors.Is(err, directory.ErrNotFound):
 			return json.Marshal(lookupResp{Status: "notfound"})
+		case errors.Is(err, directory.ErrLost):
+			return json.Marshal(lookupResp{Status: stLost})
 		}
 		hs := make([]string, len(loc.Holders))
 		for i, h := range loc.Holders {
@@ -51,11 +58,16 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 		if err := json.Unmarshal(payload, &req); err != nil {
 			return bad(err)
 		}
+		release, st, ep := n.homeGate(req.Epoch)
+		if release == nil {
+			return json.Marshal(statusResp{Status: st, Epoch: ep})
+		}
 		n.dirMu.Lock()
 		now := time.Now()
 		err := n.dir.AddHolder(now, req.Key, directory.Holder(req.Holder), req.Version)
 		sid := n.dir.Session(now, directory.Holder(req.Holder))
 		n.dirMu.Unlock()
+		release()
 		switch {
 		case err == nil:
 			return json.Marshal(statusResp{Status: "ok", Session: sid})
@@ -68,15 +80,28 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 		if err := json.Unmarshal(payload, &req); err != nil {
 			return bad(err)
 		}
+		release, st, ep := n.homeGate(req.Epoch)
+		if release == nil {
+			return json.Marshal(statusResp{Status: st, Epoch: ep})
+		}
 		n.dirMu.Lock()
-		n.dir.DropHolder(req.Key, directory.Holder(req.Holder))
+		n.dir.DropHolder(req.Key, directory.Holder(req.Holder), req.Version)
+		n.dirChangedLocked()
 		n.dirMu.Unlock()
+		release()
 		return json.Marshal(statusResp{Status: "ok"})
 	case pathWrite:
 		var req writeReq
 		if err := json.Unmarshal(payload, &req); err != nil {
 			return bad(err)
 		}
+		// The gate is held for the whole write: the epoch cannot switch
+		// under it (it waits for the invalidations, bounded by the TTL).
+		release, st, ep := n.homeGate(req.Epoch)
+		if release == nil {
+			return json.Marshal(writeResp{Status: st, Epoch: ep})
+		}
+		defer release()
 		if req.Writer != n.self {
 			n.dirMu.Lock()
 			live := n.dir.Live(time.Now(), directory.Holder(req.Writer))
@@ -112,7 +137,24 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 		if err := json.Unmarshal(payload, &req); err != nil {
 			return bad(err)
 		}
-		return n.pin(ctx, req)
+		return n.pin(req)
+	case pathClaims:
+		var req claimsReq
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return bad(err)
+		}
+		return json.Marshal(n.takeClaims(ctx, req))
+	case pathClaimAck:
+		var req claimAckReq
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return bad(err)
+		}
+		n.dirMu.Lock()
+		if n.dir.Epoch() == req.Epoch {
+			n.dir.AckRound(directory.Holder(req.Holder))
+		}
+		n.dirMu.Unlock()
+		return json.Marshal(statusResp{Status: "ok"})
 	}
 	return nil, &transport.RemoteError{Code: transport.CodeNotFound, Message: "no such path " + path}
 }
@@ -215,42 +257,128 @@ func (n *Node) expireLoop() {
 	}
 }
 
-// pin holds this owner's copy of key at version for a bulk read.
-func (n *Node) pin(ctx context.Context, req pinReq) ([]byte, error) {
-	for {
-		n.mu.Lock()
-		ch := n.writing[req.Key]
-		lc, ok := n.local[req.Key]
+// pin holds this owner's copy of key at version for a bulk read. A copy
+// being confirmed may be pinned (its bytes are that version); while a write
+// of the key by this owner is in flight the reader is told to retry, never
+// to wait here (the write may itself wait on the reader's owner).
+func (n *Node) pin(req pinReq) ([]byte, error) {
+	n.mu.Lock()
+	lc, ok := n.local[req.Key]
+	writing := n.writing[req.Key] != nil
+	if !ok || lc.version != req.Version {
 		n.mu.Unlock()
-		if ch != nil && (!ok || lc.version != req.Version) {
-			// Our own write of this version may be committing right now.
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+		if writing {
+			return json.Marshal(pinResp{Status: stRetry})
 		}
-		// Check the version and take the store's holder in one step: a write
-		// committing in between replaces both together (under n.mu), so the
-		// bytes pinned are always the version named.
-		n.mu.Lock()
-		lc, ok = n.local[req.Key]
-		if !ok || lc.version != req.Version {
-			n.mu.Unlock()
-			return json.Marshal(pinResp{Status: "stale"})
-		}
-		h, err := n.o.Store.Get(req.Key)
-		n.mu.Unlock()
-		if err != nil {
-			return json.Marshal(pinResp{Status: "stale"})
-		}
-		id := n.pinID.Add(1)
-		n.pinMu.Lock()
-		n.pins[id] = pinned{h: h, expires: time.Now().Add(pinTimeout)}
-		n.pinMu.Unlock()
-		return json.Marshal(pinResp{Status: "ok", Pin: id, Size: h.Size})
+		return json.Marshal(pinResp{Status: stStale})
 	}
+	// Check the version and take the store's holder in one step: a write
+	// committing in between replaces both together (under n.mu), so the
+	// bytes pinned are always the version named.
+	h, err := n.o.Store.Get(req.Key)
+	n.mu.Unlock()
+	if err != nil {
+		return json.Marshal(pinResp{Status: stStale})
+	}
+	id := n.pinID.Add(1)
+	n.pinMu.Lock()
+	n.pins[id] = pinned{h: h, expires: time.Now().Add(pinTimeout)}
+	n.pinMu.Unlock()
+	return json.Marshal(pinResp{Status: "ok", Pin: id, Size: h.Size})
+}
+
+// homeGate admits a home-side request of epoch. It never waits: while an
+// epoch switch is pending, in another epoch, or during the re-homing round
+// it answers busy or epoch (with this owner's epoch).
+func (n *Node) homeGate(epoch uint64) (release func(), status string, ours uint64) {
+	if !n.epochMu.TryRLock() {
+		return nil, stBusy, 0
+	}
+	n.mu.Lock()
+	cur := n.epoch
+	n.mu.Unlock()
+	if epoch != cur {
+		n.epochMu.RUnlock()
+		return nil, stEpoch, cur
+	}
+	n.dirMu.Lock()
+	collecting := n.dir.Collecting()
+	n.dirMu.Unlock()
+	if collecting {
+		n.epochMu.RUnlock()
+		return nil, stBusy, cur
+	}
+	return n.epochMu.RUnlock, "", cur
+}
+
+// takeClaims folds in one owner's claims and floors for this epoch; the
+// round ends when every member reported. The answer waits up to claimsPoll
+// for the end of the round.
+func (n *Node) takeClaims(ctx context.Context, req claimsReq) claimsResp {
+	if !n.epochMu.TryRLock() {
+		return claimsResp{Status: stNotYet}
+	}
+	n.mu.Lock()
+	cur, members := n.epoch, make([]string, 0, len(n.peers))
+	for _, p := range n.peers {
+		members = append(members, p.Name())
+	}
+	n.mu.Unlock()
+	switch {
+	case req.Epoch > cur:
+		n.epochMu.RUnlock()
+		return claimsResp{Status: stNotYet}
+	case req.Epoch < cur:
+		n.epochMu.RUnlock()
+		return claimsResp{Status: stStale}
+	}
+	now := time.Now()
+	h := directory.Holder(req.Holder)
+	n.dirMu.Lock()
+	if n.dir.Collecting() && !n.roundHave[req.Holder] {
+		if len(req.Claims) > 0 && !n.dir.Live(now, h) {
+			n.dirMu.Unlock()
+			n.epochMu.RUnlock()
+			return claimsResp{Status: "nosession"}
+		}
+		for _, c := range req.Claims {
+			_ = n.dir.Claim(now, c.Key, h, c.Version, c.Size)
+		}
+		for _, f := range req.Floors {
+			_ = n.dir.ClaimFloor(f)
+		}
+		n.roundHave[req.Holder] = true
+		all := true
+		for _, m := range members {
+			all = all && n.roundHave[m]
+		}
+		if all {
+			n.dir.EndRound(now)
+			close(n.roundDone)
+			n.dirChangedLocked()
+		}
+	}
+	done := n.roundDone
+	n.dirMu.Unlock()
+	n.epochMu.RUnlock()
+
+	t := time.NewTimer(claimsPoll)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		return claimsResp{Status: stPending}
+	case <-ctx.Done():
+		return claimsResp{Status: stPending}
+	case <-n.stop:
+		return claimsResp{Status: stPending}
+	}
+	n.dirMu.Lock()
+	defer n.dirMu.Unlock()
+	if n.dir.Epoch() != req.Epoch {
+		return claimsResp{Status: stStale}
+	}
+	return claimsResp{Status: "done", Session: n.dir.Session(time.Now(), h), Rejected: n.dir.Rejected(h)}
 }
 
 // serveRead hands a pinned copy's bytes to the transport (zero copy on

@@ -1,5 +1,7 @@
 package cluster
 
+import "github.com/fluxon-dev/fluxon/services/kv/directory"
+
 // Request paths between owners.
 const (
 	pathLookup     = "/kv/lookup"
@@ -9,17 +11,32 @@ const (
 	pathWrite      = "/kv/write"
 	pathInvalidate = "/kv/invalidate"
 	pathPin        = "/kv/pin"
+	pathClaims     = "/kv/claims"
+	pathClaimAck   = "/kv/claim-ack"
+)
+
+// Statuses a home answers besides ok/notfound.
+const (
+	stBusy    = "busy"    // a write of the key, an epoch switch or the re-homing round is in progress
+	stEpoch   = "epoch"   // the sender is in another routing epoch (Epoch says the home's)
+	stLost    = "lost"    // the key's holders are gone
+	stRetry   = "retry"   // pin: this owner is committing a write of the key
+	stPending = "pending" // claims: the round is not over yet
+	stNotYet  = "notyet"  // claims: the home has not reached that epoch yet
+	stStale   = "stale"
 )
 
 // Control messages are small JSON documents; bulk bytes never travel in
 // them (they go by ReadRemote straight between pools).
 
 type keyReq struct {
-	Key string `json:"key"`
+	Key   string `json:"key"`
+	Epoch uint64 `json:"epoch"`
 }
 
 type lookupResp struct {
-	Status  string   `json:"status"` // ok, notfound, busy
+	Status  string   `json:"status"` // ok, notfound, lost, busy, epoch
+	Epoch   uint64   `json:"epoch,omitempty"`
 	Version uint64   `json:"version,omitempty"`
 	Size    uint64   `json:"size,omitempty"`
 	Holders []string `json:"holders,omitempty"` // holder names (incarnations)
@@ -27,12 +44,14 @@ type lookupResp struct {
 
 type holderReq struct {
 	Key     string `json:"key"`
+	Epoch   uint64 `json:"epoch"`
 	Holder  string `json:"holder"`
 	Version uint64 `json:"version,omitempty"`
 }
 
 type statusResp struct {
-	Status  string `json:"status"` // ok, stale, nosession, notfound
+	Status  string `json:"status"` // ok, stale, nosession, notfound, busy, epoch
+	Epoch   uint64 `json:"epoch,omitempty"`
 	Session uint64 `json:"session,omitempty"`
 }
 
@@ -47,6 +66,7 @@ type renewResp struct {
 
 type writeReq struct {
 	Key    string `json:"key"`
+	Epoch  uint64 `json:"epoch"`
 	Writer string `json:"writer"`
 	Remove bool   `json:"remove,omitempty"`
 	Size   uint64 `json:"size,omitempty"`
@@ -54,6 +74,7 @@ type writeReq struct {
 
 type writeResp struct {
 	Status  string `json:"status"`
+	Epoch   uint64 `json:"epoch,omitempty"`
 	Version uint64 `json:"version"`
 	Write   uint64 `json:"write"`   // the home's id of this write; later writes have higher ids
 	Session uint64 `json:"session"` // the writer's session the copy is registered under
@@ -70,7 +91,36 @@ type pinReq struct {
 }
 
 type pinResp struct {
-	Status string `json:"status"` // ok, stale
+	Status string `json:"status"` // ok, stale, retry
 	Pin    uint64 `json:"pin"`
 	Size   uint64 `json:"size"`
+}
+
+// claim is one copy an owner holds, reported to the key's home after an
+// epoch change.
+type claim struct {
+	Key     string `json:"k"`
+	Version uint64 `json:"v"`
+	Size    uint64 `json:"s"`
+}
+
+// claimsReq carries everything one owner reports to one home for an epoch:
+// its copies of keys homed there and the floors of the entries it homed
+// before. It is sent (again, idempotently) until the home's round is over.
+type claimsReq struct {
+	Epoch  uint64            `json:"epoch"`
+	Holder string            `json:"holder"`
+	Claims []claim           `json:"claims,omitempty"`
+	Floors []directory.Floor `json:"floors,omitempty"`
+}
+
+type claimsResp struct {
+	Status   string            `json:"status"` // done, pending, notyet, stale, nosession
+	Session  uint64            `json:"session,omitempty"`
+	Rejected map[string]uint64 `json:"rejected,omitempty"` // copies to drop: key -> claimed version
+}
+
+type claimAckReq struct {
+	Epoch  uint64 `json:"epoch"`
+	Holder string `json:"holder"`
 }

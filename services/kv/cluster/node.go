@@ -5,8 +5,9 @@
 // an overwrite or remove has returned, no owner serves the old value. The
 // design is in docs/architecture.md ("Keys across hosts: the protocol").
 //
-// This first version handles one routing epoch: re-homing on an epoch change
-// (Claim) is the next step.
+// Epoch changes re-home every key (rehome.go): each owner reports its
+// copies to their new homes, each old home forwards what it knew, and a new
+// home answers only once every owner of the new table has reported.
 package cluster
 
 import (
@@ -67,13 +68,26 @@ type Node struct {
 	self string
 	ln   transport.Listener
 
-	mu     sync.Mutex
-	peers  []Peer
-	byName map[string]Peer
-	nodes  []placement.Node
-	epoch  uint64
-	local  map[string]localCopy
-	gen    map[string]uint64 // bumped by every invalidation of a key
+	// epochMu orders epoch switches with operations: every client
+	// operation attempt and every home-side request holds it shared, a
+	// switch holds it exclusively. Home-side requests only try it, and
+	// answer busy while a switch waits, so no chain of owners waiting on
+	// each other can form.
+	epochMu sync.RWMutex
+
+	mu      sync.Mutex
+	member  bool          // this owner is in the routing table
+	epochCh chan struct{} // closed and replaced at every epoch switch
+	// roundHave: the members whose claims for the current epoch arrived
+	// here; roundDone is closed when all did (the directory answers then).
+	roundHave map[string]bool
+	roundDone chan struct{}
+	peers     []Peer
+	byName    map[string]Peer
+	nodes     []placement.Node
+	epoch     uint64
+	local     map[string]localCopy
+	gen       map[string]uint64 // bumped by every invalidation of a key
 	// invalidated is, per key, the highest write id that invalidated it
 	// here: a write of ours with a lower id was superseded before we could
 	// install it.
@@ -81,6 +95,8 @@ type Node struct {
 	writing     map[string]chan struct{} // keys with a local write in flight; closed when done
 	sessions    map[string]time.Time     // home -> session deadline as this node believes it
 	sessIDs     map[string]uint64        // home -> newest session id it gave us
+	renewing    map[string]bool          // homes with a background renewal in flight
+	closed      bool
 	conns       map[string]transport.Conn
 
 	dirMu   sync.Mutex
@@ -98,8 +114,18 @@ type Node struct {
 
 type localCopy struct {
 	version uint64
+	size    uint64
 	home    string
 	session uint64 // the session with home it is registered under
+	// confirmed: home counts this copy, so it may be served here (while
+	// the session is live). Unconfirmed copies are being registered by a
+	// pull, or were claimed in the re-homing round of claimEpoch; their
+	// bytes may be pinned for others (they are the version named) but
+	// this owner does not serve them.
+	confirmed  bool
+	claimEpoch uint64
+	claimGen   uint64 // gen[key] when claimed: an invalidation since voids the claim
+	sent       bool   // the claim went to home under session
 }
 
 type pinned struct {
@@ -117,8 +143,9 @@ func New(o Options) *Node {
 	}
 	n := &Node{
 		o: o, self: o.Self.Incarnation(), byName: map[string]Peer{}, local: map[string]localCopy{},
-		gen: map[string]uint64{}, invalidated: map[string]uint64{}, writing: map[string]chan struct{}{}, sessions: map[string]time.Time{}, sessIDs: map[string]uint64{},
+		gen: map[string]uint64{}, invalidated: map[string]uint64{}, writing: map[string]chan struct{}{}, sessions: map[string]time.Time{}, sessIDs: map[string]uint64{}, renewing: map[string]bool{},
 		conns: map[string]transport.Conn{}, dir: directory.New(o.SessionTTL, 0), changed: make(chan struct{}),
+		epochCh: make(chan struct{}), roundHave: map[string]bool{}, roundDone: make(chan struct{}),
 		pins: map[uint64]pinned{}, stop: make(chan struct{}),
 	}
 	// This owner's copies of keys homed on itself need no session with
@@ -148,6 +175,9 @@ func (n *Node) Close() error {
 	if already {
 		return nil
 	}
+	n.mu.Lock()
+	n.closed = true // no new background work from here on
+	n.mu.Unlock()
 	close(n.stop)
 	var err error
 	if n.ln != nil {
@@ -167,38 +197,6 @@ func (n *Node) Close() error {
 	}
 	n.pinMu.Unlock()
 	return err
-}
-
-// SetRouting installs the routing table of epoch.
-func (n *Node) SetRouting(epoch uint64, peers []Peer) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.epoch != 0 && epoch != n.epoch {
-		return fmt.Errorf("cluster: routing epoch %d -> %d: re-homing keys on an epoch change is not implemented yet", n.epoch, epoch)
-	}
-	n.epoch = epoch
-	n.peers = append([]Peer(nil), peers...)
-	n.byName = map[string]Peer{}
-	n.nodes = make([]placement.Node, len(peers))
-	for i, p := range peers {
-		n.byName[p.Name()] = p
-		n.nodes[i] = placement.Node{ID: p.Name(), Host: p.Host}
-	}
-	n.dirMu.Lock()
-	n.dir.SetEpoch(epoch)
-	n.dirMu.Unlock()
-	go n.renewAll() // sessions with every home before the first request
-	return nil
-}
-
-func (n *Node) homeOf(key string) (string, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	i := placement.Home(placement.KeyHash(key), n.nodes)
-	if i < 0 {
-		return "", ErrNoRouting
-	}
-	return n.nodes[i].ID, nil
 }
 
 // call sends a control request to the named peer (or handles it here).
@@ -289,24 +287,29 @@ func (n *Node) sessionLoop() {
 	}
 }
 
+// renewAll renews the session with every other member. Each home's
+// renewal runs on its own: a dead or slow home never delays the renewals
+// with the live ones (a renewal still in flight is not started again).
 func (n *Node) renewAll() {
 	n.mu.Lock()
-	peers := append([]Peer(nil), n.peers...)
-	n.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, p := range peers {
-		if p.Name() == n.self {
+	defer n.mu.Unlock()
+	for _, p := range n.peers {
+		home := p.Name()
+		if home == n.self || n.renewing[home] || n.closed {
 			continue
 		}
-		wg.Add(1)
-		go func(home string) {
-			defer wg.Done()
+		n.renewing[home] = true
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), n.o.SessionTTL/3)
 			defer cancel()
 			_ = n.renew(ctx, home)
-		}(p.Name())
+			n.mu.Lock()
+			delete(n.renewing, home)
+			n.mu.Unlock()
+		}()
 	}
-	wg.Wait()
 }
 
 // renew extends this node's session with home. The deadline it believes
@@ -337,7 +340,8 @@ func (n *Node) adoptSessionLocked(home string, id uint64) {
 	n.sessIDs[home] = id
 	n.sessions[home] = time.Time{} // a new session: live again only from a renewal of it
 	for k, lc := range n.local {
-		if lc.home == home && lc.session < id {
+		// A claim not sent yet (session 0) is sent under the new session.
+		if lc.home == home && lc.session < id && (lc.claimEpoch == 0 || lc.sent) {
 			n.dropLocked(k)
 		}
 	}
@@ -363,314 +367,6 @@ func (n *Node) dropLocked(key string) {
 		delete(n.local, key)
 		_ = n.o.Store.Remove(key)
 	}
-}
-
-// Get returns key's current value from this owner's pool, pulling it from a
-// holder first when this owner has no valid copy.
-func (n *Node) Get(ctx context.Context, key string) (*kv.Holder, error) {
-	if err := kv.CheckKey(key); err != nil {
-		return nil, err
-	}
-	home, err := n.homeOf(key)
-	if err != nil {
-		return nil, err
-	}
-	backoff := busyRetryMin
-	for {
-		n.mu.Lock()
-		lc, ok := n.local[key]
-		if ok && n.sessionLive(home) {
-			h, err := n.o.Store.Get(key)
-			n.mu.Unlock()
-			if err == nil && h.Info.Size >= 0 {
-				_ = lc
-				return h, nil
-			}
-		} else {
-			n.mu.Unlock()
-		}
-		if !n.liveSession(home) {
-			if err := n.renew(ctx, home); err != nil {
-				return nil, fmt.Errorf("%w: home of %q unreachable: %v", ErrUnavailable, key, err)
-			}
-		}
-		var loc lookupResp
-		if err := n.call(ctx, home, pathLookup, keyReq{Key: key}, &loc); err != nil {
-			return nil, fmt.Errorf("%w: looking up %q at its home: %v", ErrUnavailable, key, err)
-		}
-		switch loc.Status {
-		case "notfound":
-			return nil, fmt.Errorf("%w: %q", kv.ErrNotFound, key)
-		case "busy":
-			if err := sleepCtx(ctx, backoff); err != nil {
-				return nil, err
-			}
-			backoff = min(backoff*2, busyRetryMax)
-			continue
-		}
-		done, err := n.pull(ctx, key, home, loc)
-		if err != nil {
-			return nil, err
-		}
-		if !done {
-			continue // a write came in between: look up again
-		}
-	}
-}
-
-// Stat describes key's current value (size and cluster version) without
-// copying it here: from this owner's copy when it may serve one, else from
-// the key's home.
-func (n *Node) Stat(ctx context.Context, key string) (kv.Info, error) {
-	if err := kv.CheckKey(key); err != nil {
-		return kv.Info{}, err
-	}
-	home, err := n.homeOf(key)
-	if err != nil {
-		return kv.Info{}, err
-	}
-	n.mu.Lock()
-	lc, ok := n.local[key]
-	if ok && n.sessionLive(home) {
-		info, err := n.o.Store.Stat(key)
-		n.mu.Unlock()
-		if err == nil {
-			info.Version = lc.version
-			return info, nil
-		}
-	} else {
-		n.mu.Unlock()
-	}
-	backoff := busyRetryMin
-	for {
-		var loc lookupResp
-		if err := n.call(ctx, home, pathLookup, keyReq{Key: key}, &loc); err != nil {
-			return kv.Info{}, fmt.Errorf("%w: looking up %q at its home: %v", ErrUnavailable, key, err)
-		}
-		switch loc.Status {
-		case "notfound":
-			return kv.Info{}, fmt.Errorf("%w: %q", kv.ErrNotFound, key)
-		case "busy":
-			if err := sleepCtx(ctx, backoff); err != nil {
-				return kv.Info{}, err
-			}
-			backoff = min(backoff*2, busyRetryMax)
-			continue
-		}
-		return kv.Info{Key: key, Size: loc.Size, Version: loc.Version}, nil
-	}
-}
-
-// pull copies the current version from a holder into this pool and
-// registers this owner as a holder. false: the version went stale meanwhile.
-func (n *Node) pull(ctx context.Context, key, home string, loc lookupResp) (bool, error) {
-	var lastErr error
-	for _, holder := range loc.Holders {
-		if holder == n.self {
-			n.mu.Lock()
-			ch := n.writing[key]
-			lc, ok := n.local[key]
-			n.mu.Unlock()
-			if ch != nil {
-				// Our own write of the key is committing: read after it.
-				select {
-				case <-ch:
-				case <-ctx.Done():
-					return false, ctx.Err()
-				}
-				return false, nil
-			}
-			if ok && lc.version == loc.Version {
-				return false, nil // it is servable again (the session was renewed)
-			}
-			// The home lists a copy of ours that is not installed here (yet):
-			// another Get of this owner registered it and is installing it
-			// now. Never tell the home to drop it (that would untrack a copy
-			// about to be served); try the other holders, else look again.
-			continue
-		}
-		var pin pinResp
-		if err := n.call(ctx, holder, pathPin, pinReq{Key: key, Version: loc.Version}, &pin); err != nil {
-			lastErr = err
-			continue
-		}
-		if pin.Status != "ok" {
-			return false, nil
-		}
-		n.mu.Lock()
-		gen := n.gen[key]
-		n.mu.Unlock()
-		r, err := n.o.Store.Reserve(ctx, key, pin.Size, kv.PutOptions{})
-		if err != nil {
-			return false, err
-		}
-		c, err := n.conn(ctx, holder)
-		if err == nil {
-			err = c.ReadRemote(ctx, transport.RemoteRef{Length: pin.Size, Tag: pin.Pin}, n.o.Store.Bytes(r))
-		}
-		if err != nil {
-			_ = n.o.Store.Abort(r)
-			lastErr = err
-			continue
-		}
-		var st statusResp
-		if err := n.call(ctx, home, pathAddHolder, holderReq{Key: key, Holder: n.self, Version: loc.Version}, &st); err != nil || st.Status != "ok" {
-			_ = n.o.Store.Abort(r)
-			if err != nil {
-				return false, fmt.Errorf("%w: registering a copy of %q at its home: %v", ErrUnavailable, key, err)
-			}
-			if st.Status == "nosession" {
-				_ = n.renew(ctx, home)
-			}
-			return false, nil
-		}
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		n.adoptSessionLocked(home, st.Session)
-		if n.gen[key] != gen || st.Session != n.sessIDs[home] {
-			_ = n.o.Store.Abort(r)
-			return false, nil // invalidated while we pulled, or registered under a session since replaced
-		}
-		if _, err := n.o.Store.Commit(r); err != nil {
-			return false, err
-		}
-		n.local[key] = localCopy{version: loc.Version, home: home, session: st.Session}
-		return true, nil
-	}
-	if lastErr == nil {
-		// Only this owner is listed: its own copy is being installed.
-		if err := sleepCtx(ctx, busyRetryMin); err != nil {
-			return false, err
-		}
-		return false, nil
-	}
-	return false, fmt.Errorf("%w: %q: %v", ErrUnavailable, key, lastErr)
-}
-
-// Put stores value under key: written into this owner's pool, made current
-// at the key's home once every other copy is gone.
-func (n *Node) Put(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error) {
-	if err := kv.CheckKey(key); err != nil {
-		return 0, err
-	}
-	r, err := n.o.Store.Reserve(ctx, key, uint64(len(value)), o)
-	if err != nil {
-		return 0, err
-	}
-	copy(n.o.Store.Bytes(r), value)
-	return n.write(ctx, key, r)
-}
-
-// Commit makes a reservation of this owner's store (Store.Reserve, filled
-// through Store.Bytes) the key's current value across the cluster, as Put
-// does with a copy. The reservation is consumed, committed or aborted.
-func (n *Node) Commit(ctx context.Context, r *kv.Reservation) (uint64, error) {
-	return n.write(ctx, r.Key, r)
-}
-
-// Remove deletes key everywhere; when it returns no owner serves it.
-func (n *Node) Remove(ctx context.Context, key string) error {
-	if err := kv.CheckKey(key); err != nil {
-		return err
-	}
-	_, err := n.write(ctx, key, nil)
-	return err
-}
-
-// write runs an overwrite (r != nil) or a remove (r == nil) of key.
-func (n *Node) write(ctx context.Context, key string, r *kv.Reservation) (uint64, error) {
-	remove := r == nil
-	var size uint64
-	if r != nil {
-		size = r.Size
-	}
-	home, err := n.homeOf(key)
-	if err != nil {
-		if r != nil {
-			_ = n.o.Store.Abort(r)
-		}
-		return 0, err
-	}
-	// Stop serving our old copy before the home orders anything.
-	n.mu.Lock()
-	for n.writing[key] != nil {
-		ch := n.writing[key]
-		n.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			if r != nil {
-				_ = n.o.Store.Abort(r)
-			}
-			return 0, ctx.Err()
-		}
-		n.mu.Lock()
-	}
-	done := make(chan struct{})
-	n.writing[key] = done
-	n.gen[key]++
-	delete(n.local, key)
-	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		delete(n.writing, key)
-		close(done)
-		n.mu.Unlock()
-	}()
-
-	var resp writeResp
-	for attempt := 0; ; attempt++ {
-		// The home records the writer as the new holder: that needs a live session.
-		if !n.liveSession(home) {
-			if err = n.renew(ctx, home); err != nil {
-				break
-			}
-		}
-		err = n.call(ctx, home, pathWrite, writeReq{Key: key, Writer: n.self, Remove: remove, Size: size}, &resp)
-		if err != nil || resp.Status != "nosession" || attempt > 0 {
-			break
-		}
-		n.mu.Lock()
-		delete(n.sessions, home)
-		n.mu.Unlock()
-	}
-	if err != nil || resp.Status != "ok" {
-		if r != nil {
-			_ = n.o.Store.Abort(r)
-		}
-		if err == nil {
-			err = fmt.Errorf("home refused the write: %s", resp.Status)
-		}
-		return 0, fmt.Errorf("%w: writing %q through its home: %v", ErrUnavailable, key, err)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if remove {
-		_ = n.o.Store.Remove(key)
-		return 0, nil
-	}
-	if n.invalidated[key] > resp.Write {
-		// A later write already took over (and invalidated us) before this
-		// reply came: our value is committed, and superseded. Never serve it.
-		_ = n.o.Store.Abort(r)
-		_ = n.o.Store.Remove(key) // our old copy, if the store still has it
-		return resp.Version, nil
-	}
-	if home != n.self {
-		n.adoptSessionLocked(home, resp.Session)
-		if resp.Session != n.sessIDs[home] {
-			// Registered under a session that has since been replaced: the
-			// home no longer counts this copy.
-			_ = n.o.Store.Abort(r)
-			_ = n.o.Store.Remove(key)
-			return resp.Version, nil
-		}
-	}
-	if _, err := n.o.Store.Commit(r); err != nil {
-		return 0, err
-	}
-	n.local[key] = localCopy{version: resp.Version, home: home, session: resp.Session}
-	return resp.Version, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

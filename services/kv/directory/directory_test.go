@@ -67,7 +67,7 @@ func TestWriteReadRemove(t *testing.T) {
 	d.Ack(id, "C")
 	v, _, err := d.Commit(id)
 	require.NoError(t, err)
-	require.Zero(t, v)
+	require.Greater(t, v, v2, "a remove gets a version too (the writer keeps it as a tombstone)")
 	_, _, err = d.Lookup("k")
 	require.ErrorIs(t, err, ErrNotFound)
 	require.Zero(t, d.Len(), "a removed key leaves no entry")
@@ -134,28 +134,60 @@ func TestClaimAfterEpochChange(t *testing.T) {
 	for _, h := range []Holder{"A", "B", "C"} {
 		d.Renew(t0, h)
 	}
-	inv, err := d.Claim(t0, "k", "A", 3<<32|7, 10)
+	floors, err := d.Rehome(t0, 6)
 	require.NoError(t, err)
-	require.Empty(t, inv)
-	inv, err = d.Claim(t0, "k", "B", 3<<32|9, 11)
-	require.NoError(t, err)
-	require.Equal(t, []Invalidate{{Key: "k", Holder: "A"}}, inv, "newer version wins, older holder drops")
-	inv, err = d.Claim(t0, "k", "C", 3<<32|9, 11)
-	require.NoError(t, err)
-	require.Empty(t, inv)
-	loc, _, _ := d.Lookup("k")
-	require.Equal(t, []Holder{"B", "C"}, loc.Holders)
-	_, err = d.Claim(t0.Add(time.Hour), "k", "A", 1, 1)
-	require.ErrorIs(t, err, ErrNoSession)
+	require.Empty(t, floors)
+	_, blocked, _ := d.Lookup("k")
+	require.True(t, blocked, "no answers while claims are collected")
+	require.NoError(t, d.Claim(t0, "k", "A", 3<<32|7, 10))
+	require.NoError(t, d.Claim(t0, "k", "B", 3<<32|9, 11))
+	require.NoError(t, d.Claim(t0, "k", "C", 3<<32|9, 11))
+	require.ErrorIs(t, d.Claim(t0.Add(time.Hour), "k", "A", 1, 1), ErrNoSession)
+	// A floor forwarded by the old home: a tombstone newer than any copy.
+	require.NoError(t, d.ClaimFloor(Floor{Key: "gone", Version: 4<<32 | 1, Removed: true}))
+	require.NoError(t, d.Claim(t0, "gone", "C", 4<<32, 5))
+	// A floor of a version nobody claims: the key is lost, not absent.
+	require.NoError(t, d.ClaimFloor(Floor{Key: "lost", Version: 5<<32 | 3, Size: 9}))
+	d.EndRound(t0)
 
-	// A write in the new epoch is newer than anything claimed.
+	loc, _, err := d.Lookup("k")
+	require.NoError(t, err)
+	require.Equal(t, []Holder{"B", "C"}, loc.Holders, "the newest version wins")
+	require.Equal(t, map[string]uint64{"k": 3<<32 | 7}, d.Rejected("A"))
+	require.Equal(t, map[string]uint64{"gone": 4 << 32}, d.Rejected("C"))
+	_, _, err = d.Lookup("gone")
+	require.ErrorIs(t, err, ErrNotFound)
+	_, _, err = d.Lookup("lost")
+	require.ErrorIs(t, err, ErrLost)
+
+	// The tombstone stays until every rejected claimant let go.
+	d.AckRound("A")
+	floors, err = d.Rehome(t0, 7)
+	require.NoError(t, err)
+	require.Contains(t, floors, Floor{Key: "gone", Version: 4<<32 | 1, Removed: true}, "C has not acknowledged: forwarded again")
+	require.Contains(t, floors, Floor{Key: "k", Version: 3<<32 | 9, Size: 11})
+	require.Contains(t, floors, Floor{Key: "lost", Version: 5<<32 | 3, Size: 9, Lost: true})
+	d.EndRound(t0)
+	require.Zero(t, d.Len(), "nothing claimed in epoch 7; the tombstone and the empty entries go, the lost key stays lost")
+}
+
+func TestRoundOverThenWritesAreNewer(t *testing.T) {
+	d := New(time.Second, 5)
+	d.Renew(t0, "A")
+	_, err := d.Rehome(t0, 6)
+	require.NoError(t, err)
+	require.NoError(t, d.Claim(t0, "k", "A", 5<<32|9, 11))
+	d.EndRound(t0)
 	id, inv := d.BeginWrite("k", "A", false, 1)
+	require.Equal(t, uint64(6<<32|1), id, "write ids carry the epoch")
 	for _, i := range inv {
 		d.Ack(id, i.Holder)
 	}
 	v, _, err := d.Commit(id)
 	require.NoError(t, err)
-	require.Greater(t, v, uint64(3<<32|9))
+	require.Greater(t, v, uint64(5<<32|9))
+	_, err = d.Rehome(t0, 6)
+	require.Error(t, err, "epochs only move forward")
 }
 
 // A model of the whole protocol with holders that keep replicas, renew

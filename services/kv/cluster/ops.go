@@ -1,0 +1,435 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/fluxon-dev/fluxon/services/kv"
+	"github.com/fluxon-dev/fluxon/services/transport"
+)
+
+// Every operation runs as attempts. An attempt holds epochMu shared, so an
+// epoch switch happens between attempts, never inside one; whenever an
+// attempt has to wait (a write in progress, a re-homing round, another
+// epoch), it returns what to wait for and the wait happens without the lock.
+
+// pause is what an attempt asks to wait for before the next one.
+type pause struct {
+	ch <-chan struct{} // wait for this (a write of ours, an epoch switch) ...
+	// ... or, without ch, back off (busy home).
+}
+
+// waiter paces the attempts of one operation.
+type waiter struct{ backoff time.Duration }
+
+func (w *waiter) wait(ctx context.Context, p pause) error {
+	if p.ch != nil {
+		select {
+		case <-p.ch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if w.backoff == 0 {
+		w.backoff = busyRetryMin
+	}
+	err := sleepCtx(ctx, w.backoff)
+	w.backoff = min(w.backoff*2, busyRetryMax)
+	return err
+}
+
+// epochPause: the home answered from another epoch. When it is ahead, wait
+// for this owner's switch; when behind, back off until it catches up.
+func (n *Node) epochPause(homeEpoch, ours uint64) pause {
+	if homeEpoch > ours {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.epoch == ours {
+			return pause{ch: n.epochCh}
+		}
+	}
+	return pause{}
+}
+
+// Get returns key's current value from this owner's pool, pulling it from a
+// holder first when this owner has no valid copy.
+func (n *Node) Get(ctx context.Context, key string) (*kv.Holder, error) {
+	if err := kv.CheckKey(key); err != nil {
+		return nil, err
+	}
+	var w waiter
+	for {
+		h, p, err := n.getOnce(ctx, key)
+		if h != nil || err != nil {
+			return h, err
+		}
+		if err := w.wait(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (n *Node) getOnce(ctx context.Context, key string) (*kv.Holder, pause, error) {
+	n.epochMu.RLock()
+	defer n.epochMu.RUnlock()
+	home, epoch, err := n.homeOf(key)
+	if err != nil {
+		return nil, pause{}, err
+	}
+	if h := n.servable(key, home); h != nil {
+		return h, pause{}, nil
+	}
+	loc, p, err := n.lookup(ctx, key, home, epoch)
+	if err != nil || loc == nil {
+		return nil, p, err
+	}
+	p, err = n.pull(ctx, key, home, epoch, *loc)
+	return nil, p, err
+}
+
+// servable returns this owner's copy of key when it may serve it.
+func (n *Node) servable(key, home string) *kv.Holder {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	lc, ok := n.local[key]
+	if !ok || !lc.confirmed || lc.home != home || !n.sessionLive(home) {
+		return nil
+	}
+	h, err := n.o.Store.Get(key)
+	if err != nil {
+		return nil
+	}
+	return h
+}
+
+// lookup asks key's home where its current version is. nil location and no
+// error: wait as the pause says and try again.
+func (n *Node) lookup(ctx context.Context, key, home string, epoch uint64) (*lookupResp, pause, error) {
+	if !n.liveSession(home) {
+		if err := n.renew(ctx, home); err != nil {
+			return nil, pause{}, fmt.Errorf("%w: home of %q unreachable: %v", ErrUnavailable, key, err)
+		}
+	}
+	var loc lookupResp
+	if err := n.call(ctx, home, pathLookup, keyReq{Key: key, Epoch: epoch}, &loc); err != nil {
+		return nil, pause{}, fmt.Errorf("%w: looking up %q at its home: %v", ErrUnavailable, key, err)
+	}
+	switch loc.Status {
+	case "ok":
+		return &loc, pause{}, nil
+	case "notfound":
+		return nil, pause{}, fmt.Errorf("%w: %q", kv.ErrNotFound, key)
+	case stLost:
+		return nil, pause{}, fmt.Errorf("%w: %q: every owner that held it is gone", ErrUnavailable, key)
+	case stEpoch:
+		return nil, n.epochPause(loc.Epoch, epoch), nil
+	}
+	return nil, pause{}, nil // busy
+}
+
+// Stat describes key's current value (size and cluster version) without
+// copying it here: from this owner's copy when it may serve one, else from
+// the key's home.
+func (n *Node) Stat(ctx context.Context, key string) (kv.Info, error) {
+	if err := kv.CheckKey(key); err != nil {
+		return kv.Info{}, err
+	}
+	var w waiter
+	for {
+		info, ok, p, err := n.statOnce(ctx, key)
+		if ok || err != nil {
+			return info, err
+		}
+		if err := w.wait(ctx, p); err != nil {
+			return kv.Info{}, err
+		}
+	}
+}
+
+func (n *Node) statOnce(ctx context.Context, key string) (kv.Info, bool, pause, error) {
+	n.epochMu.RLock()
+	defer n.epochMu.RUnlock()
+	home, epoch, err := n.homeOf(key)
+	if err != nil {
+		return kv.Info{}, false, pause{}, err
+	}
+	if h := n.servable(key, home); h != nil {
+		size := h.Info.Size
+		_ = h.Close()
+		n.mu.Lock()
+		v := n.local[key].version
+		n.mu.Unlock()
+		return kv.Info{Key: key, Size: size, Version: v}, true, pause{}, nil
+	}
+	loc, p, err := n.lookup(ctx, key, home, epoch)
+	if err != nil || loc == nil {
+		return kv.Info{}, false, p, err
+	}
+	return kv.Info{Key: key, Size: loc.Size, Version: loc.Version}, true, pause{}, nil
+}
+
+// dropAt tells home that holder does not have version of key (a reader
+// found it missing). The home ignores it when the entry moved on.
+func (n *Node) dropAt(ctx context.Context, home, key, holder string, epoch, version uint64) {
+	var st statusResp
+	_ = n.call(ctx, home, pathDropHolder, holderReq{Key: key, Epoch: epoch, Holder: holder, Version: version}, &st)
+}
+
+// pull copies the current version from a holder into this pool and
+// registers this owner as a holder. It returns what to wait for before
+// looking again (a copy installed here is served by the next attempt).
+func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc lookupResp) (pause, error) {
+	var lastErr error
+	for _, holder := range loc.Holders {
+		if holder == n.self {
+			n.mu.Lock()
+			ch := n.writing[key]
+			lc, ok := n.local[key]
+			n.mu.Unlock()
+			if ch != nil {
+				return pause{ch: ch}, nil // our own write of the key is committing: read after it
+			}
+			if ok && lc.version == loc.Version && n.o.Store.Exists(key) {
+				// Confirmed: the next attempt serves it. Unconfirmed: a pull
+				// or the re-homing round is about to confirm it.
+				return pause{}, nil
+			}
+			// The home lists a copy this owner does not have (evicted, or
+			// dropped after a stale claim): correct the home, look again.
+			n.mu.Lock()
+			if lc, ok := n.local[key]; ok && lc.version == loc.Version {
+				n.dropLocked(key)
+			}
+			n.mu.Unlock()
+			n.dropAt(ctx, home, key, n.self, epoch, loc.Version)
+			return pause{}, nil
+		}
+		var pin pinResp
+		if err := n.call(ctx, holder, pathPin, pinReq{Key: key, Version: loc.Version}, &pin); err != nil {
+			lastErr = err
+			continue
+		}
+		switch pin.Status {
+		case stRetry:
+			return pause{}, nil
+		case stStale:
+			n.dropAt(ctx, home, key, holder, epoch, loc.Version)
+			return pause{}, nil
+		}
+		n.mu.Lock()
+		gen := n.gen[key]
+		n.mu.Unlock()
+		r, err := n.o.Store.Reserve(ctx, key, pin.Size, kv.PutOptions{})
+		if err != nil {
+			return pause{}, err
+		}
+		c, err := n.conn(ctx, holder)
+		if err == nil {
+			err = c.ReadRemote(ctx, transport.RemoteRef{Length: pin.Size, Tag: pin.Pin}, n.o.Store.Bytes(r))
+		}
+		if err != nil {
+			_ = n.o.Store.Abort(r)
+			lastErr = err
+			continue
+		}
+		// Install the bytes unconfirmed (others may pin them; this owner
+		// serves them once the home counts it), then register.
+		n.mu.Lock()
+		if _, exists := n.local[key]; exists || n.gen[key] != gen || n.writing[key] != nil {
+			// Invalidated while we pulled, or another copy got here first
+			// (a write or pull of ours, perhaps newer): never replace it.
+			n.mu.Unlock()
+			_ = n.o.Store.Abort(r)
+			return pause{}, nil
+		}
+		if _, err := n.o.Store.Commit(r); err != nil {
+			n.mu.Unlock()
+			return pause{}, err
+		}
+		n.local[key] = localCopy{version: loc.Version, size: pin.Size, home: home}
+		n.mu.Unlock()
+		var st statusResp
+		err = n.call(ctx, home, pathAddHolder, holderReq{Key: key, Epoch: epoch, Holder: n.self, Version: loc.Version}, &st)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		lc, ok := n.local[key]
+		ours := ok && !lc.confirmed && lc.claimEpoch == 0 && lc.version == loc.Version && n.gen[key] == gen
+		if err != nil || st.Status != "ok" {
+			if ours {
+				n.dropLocked(key)
+			}
+			if err != nil {
+				return pause{}, fmt.Errorf("%w: registering a copy of %q at its home: %v", ErrUnavailable, key, err)
+			}
+			if st.Status == "nosession" {
+				delete(n.sessions, home)
+			}
+			return pause{}, nil
+		}
+		if home != n.self {
+			n.adoptSessionLocked(home, st.Session)
+		}
+		lc, ok = n.local[key]
+		ours = ok && !lc.confirmed && lc.claimEpoch == 0 && lc.version == loc.Version && n.gen[key] == gen
+		if !ours || (home != n.self && st.Session != n.sessIDs[home]) {
+			if ours {
+				n.dropLocked(key) // registered under a session since replaced
+			}
+			return pause{}, nil
+		}
+		lc.confirmed, lc.session = true, st.Session
+		n.local[key] = lc
+		return pause{}, nil
+	}
+	return pause{}, fmt.Errorf("%w: %q: %v", ErrUnavailable, key, lastErr)
+}
+
+// Put stores value under key: written into this owner's pool, made current
+// at the key's home once every other copy is gone.
+func (n *Node) Put(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error) {
+	if err := kv.CheckKey(key); err != nil {
+		return 0, err
+	}
+	r, err := n.o.Store.Reserve(ctx, key, uint64(len(value)), o)
+	if err != nil {
+		return 0, err
+	}
+	copy(n.o.Store.Bytes(r), value)
+	return n.write(ctx, key, r)
+}
+
+// Commit makes a reservation of this owner's store (Store.Reserve, filled
+// through Store.Bytes) the key's current value across the cluster, as Put
+// does with a copy. The reservation is consumed, committed or aborted.
+func (n *Node) Commit(ctx context.Context, r *kv.Reservation) (uint64, error) {
+	return n.write(ctx, r.Key, r)
+}
+
+// Remove deletes key everywhere; when it returns no owner serves it.
+func (n *Node) Remove(ctx context.Context, key string) error {
+	if err := kv.CheckKey(key); err != nil {
+		return err
+	}
+	_, err := n.write(ctx, key, nil)
+	return err
+}
+
+// writeState is one write's progress across its attempts.
+type writeState struct {
+	key  string
+	r    *kv.Reservation // nil: a remove
+	done chan struct{}   // set once this write owns writing[key]
+}
+
+// write runs an overwrite (r != nil) or a remove (r == nil) of key.
+func (n *Node) write(ctx context.Context, key string, r *kv.Reservation) (uint64, error) {
+	ws := &writeState{key: key, r: r}
+	defer func() {
+		if ws.done != nil {
+			n.mu.Lock()
+			delete(n.writing, key)
+			close(ws.done)
+			n.mu.Unlock()
+		}
+	}()
+	var w waiter
+	for {
+		v, ok, p, err := n.writeOnce(ctx, ws)
+		if err == nil && !ok {
+			err = w.wait(ctx, p)
+		}
+		if err != nil {
+			if ws.r != nil {
+				_ = n.o.Store.Abort(ws.r)
+			}
+			return 0, err
+		}
+		if ok {
+			return v, nil
+		}
+	}
+}
+
+func (n *Node) writeOnce(ctx context.Context, ws *writeState) (uint64, bool, pause, error) {
+	n.epochMu.RLock()
+	defer n.epochMu.RUnlock()
+	key := ws.key
+	home, epoch, err := n.homeOf(key)
+	if err != nil {
+		return 0, false, pause{}, err
+	}
+	if ws.done == nil {
+		// One write of a key at a time on this owner; then stop serving our
+		// old copy before the home orders anything.
+		n.mu.Lock()
+		if ch := n.writing[key]; ch != nil {
+			n.mu.Unlock()
+			return 0, false, pause{ch: ch}, nil
+		}
+		ws.done = make(chan struct{})
+		n.writing[key] = ws.done
+		n.gen[key]++
+		delete(n.local, key)
+		n.mu.Unlock()
+	}
+	// The home records the writer as the new holder: that needs a live session.
+	if !n.liveSession(home) {
+		if err := n.renew(ctx, home); err != nil {
+			return 0, false, pause{}, fmt.Errorf("%w: writing %q: its home is unreachable: %v", ErrUnavailable, key, err)
+		}
+	}
+	var size uint64
+	if ws.r != nil {
+		size = ws.r.Size
+	}
+	var resp writeResp
+	if err := n.call(ctx, home, pathWrite, writeReq{Key: key, Epoch: epoch, Writer: n.self, Remove: ws.r == nil, Size: size}, &resp); err != nil {
+		return 0, false, pause{}, fmt.Errorf("%w: writing %q through its home: %v", ErrUnavailable, key, err)
+	}
+	switch resp.Status {
+	case "ok":
+	case stBusy:
+		return 0, false, pause{}, nil
+	case stEpoch:
+		return 0, false, n.epochPause(resp.Epoch, epoch), nil
+	case "nosession":
+		n.mu.Lock()
+		delete(n.sessions, home)
+		n.mu.Unlock()
+		return 0, false, pause{}, nil
+	default:
+		return 0, false, pause{}, fmt.Errorf("%w: writing %q: its home refused: %s", ErrUnavailable, key, resp.Status)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := ws.r
+	ws.r = nil // consumed here, whatever happens
+	if r == nil {
+		_ = n.o.Store.Remove(key)
+		return resp.Version, true, pause{}, nil
+	}
+	if n.invalidated[key] > resp.Write {
+		// A later write already took over (and invalidated us) before this
+		// reply came: our value is committed, and superseded. Never serve it.
+		_ = n.o.Store.Abort(r)
+		_ = n.o.Store.Remove(key) // our old copy, if the store still has it
+		return resp.Version, true, pause{}, nil
+	}
+	if home != n.self {
+		n.adoptSessionLocked(home, resp.Session)
+		if resp.Session != n.sessIDs[home] {
+			// Registered under a session that has since been replaced: the
+			// home no longer counts this copy.
+			_ = n.o.Store.Abort(r)
+			_ = n.o.Store.Remove(key)
+			return resp.Version, true, pause{}, nil
+		}
+	}
+	if _, err := n.o.Store.Commit(r); err != nil {
+		return 0, false, pause{}, err
+	}
+	n.local[key] = localCopy{version: resp.Version, size: r.Size, home: home, session: resp.Session, confirmed: true}
+	return resp.Version, true, pause{}, nil
+}
