@@ -81,6 +81,11 @@ type PutOptions struct {
 	RejectInflight bool
 	// Kind records how the value is encoded.
 	Kind ValueKind
+	// Replicas is how many owners on distinct hosts hold the value when the
+	// put returns, the writer's own included (0 and 1: the writer's only).
+	// Only the cluster KV (services/kv/cluster) acts on it; one owner's
+	// store has nowhere else to put a copy.
+	Replicas int
 }
 
 // Info describes one stored object.

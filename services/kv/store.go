@@ -157,6 +157,9 @@ type Reservation struct {
 	done    bool
 }
 
+// Options returns the put options the reservation was made with.
+func (r *Reservation) Options() PutOptions { return r.opts }
+
 // Bytes returns the reservation's memory to fill.
 func (s *Store) Bytes(r *Reservation) []byte { return s.pool.Bytes(r.Off)[:r.Size:r.Size] }
 

@@ -185,3 +185,71 @@ func TestConcurrentWritersAndReaders(t *testing.T) {
 func errorsIsNotFound(err error) bool {
 	return err != nil && bytes.Contains([]byte(err.Error()), []byte("not found"))
 }
+
+// A put asking for 3 replicas returns once 3 owners on distinct hosts hold
+// it: the writer dies and the value is still read everywhere.
+func TestPutWithReplicas(t *testing.T) {
+	os := startCluster(t, 3, 2*time.Second)
+	ctx := context.Background()
+	_, err := os[0].node.Put(ctx, "r", []byte("kept"), kv.PutOptions{Replicas: 3})
+	require.NoError(t, err)
+	for i, o := range os {
+		require.True(t, o.store.Exists("r"), "owner %d holds a replica", i)
+	}
+	// Asking for more hosts than the table has says so, and keeps what it made.
+	_, err = os[1].node.Put(ctx, "r4", []byte("v"), kv.PutOptions{Replicas: 4})
+	require.ErrorIs(t, err, ErrReplicas)
+	require.ErrorContains(t, err, "3 of 4 copies")
+	got, err := read(t, os[2], "r4")
+	require.NoError(t, err)
+	require.Equal(t, "v", string(got))
+
+	// The writer dies and leaves the table: the others re-home the key
+	// from their replicas and still serve it.
+	require.NoError(t, os[0].node.Close())
+	for _, o := range os[1:] {
+		require.NoError(t, o.node.SetRouting(2, []Peer{os[1].peer, os[2].peer}))
+	}
+	for _, o := range os[1:] {
+		got, err := read(t, o, "r")
+		require.NoError(t, err)
+		require.Equal(t, "kept", string(got))
+	}
+}
+
+// An owner dies holding the only copy of a key: reads fail with
+// ErrUnavailable (not "not found"), before and after the routing table
+// drops it, while keys held elsewhere keep working.
+func TestKeyOfADeadOwnerIsUnavailable(t *testing.T) {
+	os := startCluster(t, 3, time.Second)
+	ctx := context.Background()
+	key := ""
+	for i := 0; key == ""; i++ {
+		if h, _, _ := os[1].node.homeOf(fmt.Sprint("k", i)); h == os[1].peer.Name() {
+			key = fmt.Sprint("k", i)
+		}
+	}
+	_, err := os[0].node.Put(ctx, key, []byte("only on o0"), kv.PutOptions{})
+	require.NoError(t, err)
+	_, err = os[2].node.Put(ctx, "other", []byte("on o2"), kv.PutOptions{})
+	require.NoError(t, err)
+	require.NoError(t, os[0].node.Close())
+
+	_, err = read(t, os[2], key)
+	require.ErrorIs(t, err, ErrUnavailable)
+	for _, o := range os[1:] {
+		require.NoError(t, o.node.SetRouting(2, []Peer{os[1].peer, os[2].peer}))
+	}
+	_, err = read(t, os[2], key)
+	require.ErrorIs(t, err, ErrUnavailable, "still unavailable once the table dropped its holder")
+	require.ErrorContains(t, err, "every owner that held it is gone")
+	got, err := read(t, os[1], "other")
+	require.NoError(t, err)
+	require.Equal(t, "on o2", string(got))
+	// A new put replaces the lost value.
+	_, err = os[2].node.Put(ctx, key, []byte("again"), kv.PutOptions{})
+	require.NoError(t, err)
+	got, err = read(t, os[1], key)
+	require.NoError(t, err)
+	require.Equal(t, "again", string(got))
+}

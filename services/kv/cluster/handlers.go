@@ -144,6 +144,19 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 			return bad(err)
 		}
 		return json.Marshal(n.takeClaims(ctx, req))
+	case pathReplicate:
+		var req keyReq
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return bad(err)
+		}
+		// Pull the current version here as a read would (the handler holds
+		// no lock; the read takes this owner's epoch lock per attempt).
+		h, err := n.Get(ctx, req.Key)
+		if err != nil {
+			return nil, &transport.RemoteError{Code: transport.CodeUnavailable, Message: err.Error()}
+		}
+		_ = h.Close()
+		return json.Marshal(statusResp{Status: "ok"})
 	case pathClaimAck:
 		var req claimAckReq
 		if err := json.Unmarshal(payload, &req); err != nil {

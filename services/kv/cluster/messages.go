@@ -13,6 +13,7 @@ const (
 	pathPin        = "/kv/pin"
 	pathClaims     = "/kv/claims"
 	pathClaimAck   = "/kv/claim-ack"
+	pathReplicate  = "/kv/replicate"
 )
 
 // Statuses a home answers besides ok/notfound.

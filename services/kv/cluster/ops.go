@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/fluxon-dev/fluxon/services/kv"
+	"github.com/fluxon-dev/fluxon/services/kv/placement"
 	"github.com/fluxon-dev/fluxon/services/transport"
 )
 
@@ -297,14 +300,14 @@ func (n *Node) Put(ctx context.Context, key string, value []byte, o kv.PutOption
 		return 0, err
 	}
 	copy(n.o.Store.Bytes(r), value)
-	return n.write(ctx, key, r)
+	return n.write(ctx, key, r, o.Replicas)
 }
 
 // Commit makes a reservation of this owner's store (Store.Reserve, filled
 // through Store.Bytes) the key's current value across the cluster, as Put
 // does with a copy. The reservation is consumed, committed or aborted.
 func (n *Node) Commit(ctx context.Context, r *kv.Reservation) (uint64, error) {
-	return n.write(ctx, r.Key, r)
+	return n.write(ctx, r.Key, r, r.Options().Replicas)
 }
 
 // Remove deletes key everywhere; when it returns no owner serves it.
@@ -312,7 +315,7 @@ func (n *Node) Remove(ctx context.Context, key string) error {
 	if err := kv.CheckKey(key); err != nil {
 		return err
 	}
-	_, err := n.write(ctx, key, nil)
+	_, err := n.write(ctx, key, nil, 0)
 	return err
 }
 
@@ -323,8 +326,68 @@ type writeState struct {
 	done chan struct{}   // set once this write owns writing[key]
 }
 
-// write runs an overwrite (r != nil) or a remove (r == nil) of key.
-func (n *Node) write(ctx context.Context, key string, r *kv.Reservation) (uint64, error) {
+// write runs an overwrite (r != nil) or a remove (r == nil) of key, then
+// makes the replicas a put asked for.
+func (n *Node) write(ctx context.Context, key string, r *kv.Reservation, replicas int) (uint64, error) {
+	v, err := n.writeOnly(ctx, key, r)
+	if err != nil || r == nil || replicas <= 1 {
+		return v, err
+	}
+	return v, n.replicate(ctx, key, replicas)
+}
+
+// ErrReplicas: the put is committed, but fewer copies than asked exist.
+var ErrReplicas = errors.New("cluster: fewer replicas than asked")
+
+// replicate asks the owners of the next hosts in key's rendezvous order to
+// pull a copy, and waits for them. It runs outside any operation attempt:
+// the owners asked take their own epoch locks.
+func (n *Node) replicate(ctx context.Context, key string, replicas int) error {
+	n.mu.Lock()
+	self := -1
+	for i, nd := range n.nodes {
+		if nd.ID == n.self {
+			self = i
+		}
+	}
+	var targets []string
+	for _, i := range placement.Replicas(placement.KeyHash(key), n.nodes, replicas, self) {
+		if i != self {
+			targets = append(targets, n.nodes[i].ID)
+		}
+	}
+	n.mu.Unlock()
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, to := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var st statusResp
+			errs[i] = n.call(ctx, to, pathReplicate, keyReq{Key: key}, &st)
+			if errs[i] == nil && st.Status != "ok" {
+				errs[i] = fmt.Errorf("%s: %s", to, st.Status)
+			}
+		}()
+	}
+	wg.Wait()
+	made := 1
+	var failed []error
+	for _, err := range errs {
+		if err == nil {
+			made++
+		} else {
+			failed = append(failed, err)
+		}
+	}
+	if made < replicas {
+		return fmt.Errorf("%w: %q has %d of %d copies (%d host(s) in the table): %v", ErrReplicas, key, made, replicas, made+len(failed), errors.Join(failed...))
+	}
+	return nil
+}
+
+// writeOnly runs the write itself.
+func (n *Node) writeOnly(ctx context.Context, key string, r *kv.Reservation) (uint64, error) {
 	ws := &writeState{key: key, r: r}
 	defer func() {
 		if ws.done != nil {
