@@ -36,8 +36,12 @@ const (
 var ErrExited = errors.New("benchenv: process exited")
 
 // FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
-func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func FreeAddr() (string, error) { return FreeAddrOn("127.0.0.1") }
+
+// FreeAddrOn returns an address of host (an address of this namespace)
+// whose port was free a moment ago.
+func FreeAddrOn(host string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", err
 	}
@@ -179,21 +183,30 @@ func CPUTime(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	// The command name (field 2) is in parentheses and may hold spaces:
-	// fields are counted after its closing parenthesis.
+	d, err := ParseStatCPU(b)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return d, nil
+}
+
+// ParseStatCPU returns utime+stime of a /proc/<pid>/stat line.
+func ParseStatCPU(b []byte) (time.Duration, error) {
+	// The command name (field 2) is in parentheses and may hold spaces and
+	// parentheses: fields are counted after the last closing parenthesis.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return 0, errors.New("unexpected format: no command name in parentheses")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// After ")": state is field 3, utime field 14, stime field 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+		return 0, fmt.Errorf("%d fields after the command name, want at least 13", len(f))
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		return 0, err
 	}
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }

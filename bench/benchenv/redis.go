@@ -33,11 +33,14 @@ type RedisOptions struct {
 	Policy string
 	// IOThreads, when above 1, sets io-threads (and io-threads-do-reads).
 	IOThreads int
+	// Host is the address it listens on; default 127.0.0.1. The multi-host
+	// benchmark gives its lab's gateway, which every namespace host reaches.
+	Host string
 }
 
 // RedisArgs returns redis-server's command line for a benchmark on addr:
-// no persistence (no RDB snapshots, no AOF), no protected mode, loopback
-// only, memory capped as o says.
+// no persistence (no RDB snapshots, no AOF), no protected mode, bound to
+// addr's host only, memory capped as o says.
 func RedisArgs(addr string, o RedisOptions) ([]string, error) {
 	host, port, ok := strings.Cut(addr, ":")
 	if !ok || host == "" || port == "" {
@@ -69,8 +72,8 @@ type Redis struct {
 	Version string
 }
 
-// StartRedis starts redis-server on a free loopback port and waits until it
-// answers PING.
+// StartRedis starts redis-server on a free port of o.Host (loopback by
+// default) and waits until it answers PING.
 func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	bin := o.Bin
 	if bin == "" {
@@ -80,7 +83,11 @@ func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (looked for %q)", ErrNoRedis, bin)
 	}
-	addr, err := FreeAddr()
+	host := o.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addr, err := FreeAddrOn(host)
 	if err != nil {
 		return nil, err
 	}

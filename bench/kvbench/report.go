@@ -163,7 +163,7 @@ func PrintTable(w io.Writer, raw []Result, peer string) error {
 		}
 		miss := "0"
 		if r.Misses > 0 {
-			miss = fmt.Sprintf("%.1f%%", 100*float64(r.Misses)/float64(max(r.Gets+r.Misses, 1)))
+			miss = fmt.Sprintf("%.1f%%", 100*float64(r.Misses)/float64(max(r.Gets, 1)))
 		}
 		cores := "-"
 		if r.ServerCores > 0 {

@@ -25,6 +25,26 @@ type RunConfig struct {
 	// ServerCPU, if set, returns the CPU time the server process has used so
 	// far; the result then says how many cores it kept busy.
 	ServerCPU func() (time.Duration, error)
+	// Host, when set, makes this run one client host's share of a run that
+	// several hosts (processes) make at the same time.
+	Host *HostSlot
+}
+
+// HostSlot places one host's client threads among all hosts' threads.
+type HostSlot struct {
+	// Index is the host's number from 0. Every thread of the host is in
+	// client group Index (so READ_AFFINITY maps groups to hosts), and its
+	// thread t draws the stream of global thread Index*Threads+t, so no two
+	// hosts run the same operations.
+	Index int
+}
+
+// stream returns the client group and global thread number of thread t.
+func (cfg RunConfig) stream(t, groups int) (group, thread int) {
+	if cfg.Host == nil {
+		return t % groups, t
+	}
+	return cfg.Host.Index % groups, cfg.Host.Index*cfg.Threads + t
 }
 
 // warmupSalt keeps the warm-up's operations apart from the measured ones.
@@ -40,6 +60,7 @@ type Result struct {
 	// (from 0); Combine merges them.
 	Round int
 
+	// Gets counts every get, the Misses among them included.
 	Ops, Gets, Puts, Misses int64
 	// Bytes counts value bytes moved: put sizes plus the lengths gets
 	// returned.
@@ -161,17 +182,24 @@ func parallel(ctx context.Context, n int, f func(ctx context.Context, i int) err
 // PreloadSize(i) bytes), with threads clients in parallel. It does nothing
 // for a workload without gets.
 func Preload(ctx context.Context, b Backend, w *Workload, threads int) error {
-	if !w.Reads() {
+	return PreloadRange(ctx, b, w, threads, 0, w.Keys)
+}
+
+// PreloadRange is Preload of the keys [lo, hi) only: on several hosts, each
+// host writes its own share of the keys.
+func PreloadRange(ctx context.Context, b Backend, w *Workload, threads, lo, hi int) error {
+	lo, hi = max(lo, 0), min(hi, w.Keys)
+	if !w.Reads() || lo >= hi {
 		return nil
 	}
-	threads = max(min(threads, w.Keys), 1)
+	threads = max(min(threads, hi-lo), 1)
 	ts, err := open(ctx, b, threads)
 	if err != nil {
 		return err
 	}
 	defer closeAll(ts)
 	return parallel(ctx, threads, func(ctx context.Context, t int) error {
-		for k := t; k < w.Keys; k += threads {
+		for k := lo + t; k < hi; k += threads {
 			if err := ts[t].Put(ctx, w.Key(k), w.Value(w.PreloadSize(k))); err != nil {
 				return fmt.Errorf("preloading %s on %s: put %q: %w", w.Name, b.Name(), w.Key(k), err)
 			}
@@ -194,6 +222,57 @@ func Clear(ctx context.Context, b Backend, w *Workload) error {
 		}
 	}
 	return nil
+}
+
+// HostKeys returns host i's share [lo, hi) of keys among n hosts: contiguous
+// slices, the same as READ_AFFINITY's when its groups are the hosts.
+func HostKeys(keys, i, n int) (lo, hi int) {
+	n = max(n, 1)
+	return i * keys / n, (i + 1) * keys / n
+}
+
+// GetAll reads every key of w once, in order, on one client, and records
+// it like a measured run: how fast one client reads values it has not read
+// before (on several hosts: values another host wrote). A miss is counted,
+// not an error.
+func GetAll(ctx context.Context, b Backend, w *Workload, mode GetMode) Result {
+	res := Result{Workload: w.Name, Target: b.Name(), Mode: mode, Threads: 1,
+		Latency: NewRecorder(), GetLatency: NewRecorder(), PutLatency: NewRecorder()}
+	ts, err := open(ctx, b, 1)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer closeAll(ts)
+	start := time.Now()
+	for k := range w.Keys {
+		if err := ctx.Err(); err != nil {
+			res.Err = err
+			break
+		}
+		t0 := time.Now()
+		n, err := ts[0].Get(ctx, w.Key(k), mode)
+		lat := time.Since(t0)
+		switch {
+		case errors.Is(err, ErrMiss):
+			res.Misses++
+			n = 0
+		case err != nil:
+			res.Err = fmt.Errorf("get %q: %w", w.Key(k), err)
+		case !w.ValidSize(n):
+			res.Err = fmt.Errorf("get %q returned %d bytes, a size no put writes", w.Key(k), n)
+		}
+		if res.Err != nil {
+			break
+		}
+		res.Ops++
+		res.Gets++
+		res.Bytes += int64(n)
+		res.Latency.Record(lat)
+		res.GetLatency.Record(lat)
+	}
+	res.Elapsed = time.Since(start)
+	return res
 }
 
 // threadStats is one thread's share of a Result.
@@ -230,7 +309,8 @@ func Run(ctx context.Context, b Backend, w *Workload, cfg RunConfig) Result {
 		wctx, cancel := context.WithTimeout(ctx, cfg.Warmup+time.Minute)
 		deadline := time.Now().Add(cfg.Warmup)
 		err := parallel(wctx, cfg.Threads, func(ctx context.Context, t int) error {
-			g := w.Generator(cfg.Seed^warmupSalt, t%groups, t)
+			group, thread := cfg.stream(t, groups)
+			g := w.Generator(cfg.Seed^warmupSalt, group, thread)
 			_, err := drive(ctx, ts[t], w, g, cfg.Mode, deadline, -1, false)
 			return err
 		})
@@ -256,8 +336,9 @@ func Run(ctx context.Context, b Backend, w *Workload, cfg RunConfig) Result {
 				quota++
 			}
 		}
+		group, thread := cfg.stream(t, groups)
 		var err error
-		stats[t], err = drive(ctx, ts[t], w, w.Generator(cfg.Seed, t%groups, t), cfg.Mode, deadline, quota, true)
+		stats[t], err = drive(ctx, ts[t], w, w.Generator(cfg.Seed, group, thread), cfg.Mode, deadline, quota, true)
 		return err
 	})
 	res.Elapsed = time.Since(start)

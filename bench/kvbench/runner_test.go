@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,4 +230,17 @@ func TestServerCPUIsSampled(t *testing.T) {
 	require.NoError(t, r.Err)
 	require.EqualValues(t, 2, calls.Load(), "sampled at the start and the end of the measured run")
 	require.InDelta(t, (10*time.Millisecond).Seconds()/r.Elapsed.Seconds(), r.ServerCores, 1e-9)
+}
+
+func TestMissesAreCountedAmongGets(t *testing.T) {
+	s := ReadZipf()
+	s.Keys, s.Sizes, s.GetFraction = 10, []int{1000}, 1
+	w := compile(t, s)
+	r := Run(context.Background(), newMem(), w, RunConfig{Threads: 1, Ops: 40, Seed: 1})
+	require.NoError(t, r.Err)
+	require.EqualValues(t, 40, r.Gets, "a get that misses is still a get")
+	require.EqualValues(t, 40, r.Misses)
+	var b strings.Builder
+	require.NoError(t, PrintTable(&b, []Result{r}, "redis"))
+	require.Contains(t, b.String(), "100.0%", "every get missed: the miss column says 100%, not 50%")
 }

@@ -51,8 +51,15 @@ type Lab struct {
 	octet   int
 	bridge  string
 	lock    *os.File
-	t       testing.TB
 }
+
+// DefaultPrefix starts the names of the namespaces and links of the labs
+// NewStar and NewChain make for tests.
+const DefaultPrefix = "f"
+
+// maxPrefix keeps link names ("<prefix><octet>br", "<prefix><octet>h<i>")
+// within the kernel's 15 characters for up to 99 hosts.
+const maxPrefix = 8
 
 func run(args ...string) error {
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -62,31 +69,48 @@ func run(args ...string) error {
 	return nil
 }
 
-func newLab(t testing.TB) *Lab {
-	t.Helper()
+func validPrefix(p string) bool {
+	if p == "" || len(p) > maxPrefix {
+		return false
+	}
+	for i, c := range p {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// newLab takes a free subnet (one lock file per octet, so concurrently
+// running programs never share addresses) and removes what a crashed
+// earlier lab with the same names left.
+func newLab(prefix string) (*Lab, error) {
+	if !validPrefix(prefix) {
+		return nil, fmt.Errorf("prefix %q: use 1-%d ASCII letters or digits, starting with a letter", prefix, maxPrefix)
+	}
 	if err := Available(); err != nil {
-		t.Fatalf("netlab: %v", err)
+		return nil, err
 	}
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	for octet := 100 + os.Getpid()%100; ; octet++ {
-		if octet > 250 {
-			octet = 100
-		}
+	start := 100 + os.Getpid()%100
+	for i := range 151 {
+		octet := 100 + (start-100+i)%151
 		f, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprint(octet)), os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 			f.Close()
 			continue
 		}
-		l := &Lab{octet: octet, lock: f, t: t, id: fmt.Sprintf("f%d", octet), Gateway: fmt.Sprintf("10.213.%d.1", octet)}
+		l := &Lab{octet: octet, lock: f, id: fmt.Sprintf("%s%d", prefix, octet), Gateway: fmt.Sprintf("10.213.%d.1", octet)}
 		l.cleanStale()
-		t.Cleanup(l.Close)
-		return l
+		return l, nil
 	}
+	return nil, errors.New("netlab: every subnet 10.213.100-250.0/24 is taken by another lab")
 }
 
 // cleanStale removes what a crashed earlier lab with the same id left.
@@ -101,19 +125,39 @@ func (l *Lab) cleanStale() {
 	_ = exec.Command("ip", "link", "del", l.id+"br").Run()
 }
 
-func (l *Lab) addHost(name string) *Host {
+func (l *Lab) addHost(name string) (*Host, error) {
 	h := &Host{Name: name, NS: l.id + "-" + name, lab: l}
-	l.must(run("ip", "netns", "add", h.NS))
-	l.must(h.run("ip", "link", "set", "lo", "up"))
+	if err := run("ip", "netns", "add", h.NS); err != nil {
+		return nil, err
+	}
 	l.Hosts = append(l.Hosts, h)
-	return h
+	return h, h.run("ip", "link", "set", "lo", "up")
 }
 
-func (l *Lab) must(err error) {
+// build makes a lab with prefix and shape, and closes what it made if a
+// step fails.
+func build(prefix string, shape func(*Lab) error) (*Lab, error) {
+	l, err := newLab(prefix)
 	if err != nil {
-		l.t.Helper()
-		l.t.Fatalf("netlab: %v", err)
+		return nil, fmt.Errorf("netlab: %w", err)
 	}
+	if err := shape(l); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("netlab: %w", err)
+	}
+	return l, nil
+}
+
+// mustBuild is build for tests: a failure fails the test, and the lab is
+// closed when the test ends.
+func mustBuild(t testing.TB, shape func(*Lab) error) *Lab {
+	t.Helper()
+	l, err := build(DefaultPrefix, shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return l
 }
 
 // NewStar makes n hosts (h1..hn), each with one veth link to a bridge in
@@ -121,22 +165,49 @@ func (l *Lab) must(err error) {
 // namespace's Gateway address (where a test runs etcd).
 func NewStar(t testing.TB, n int) *Lab {
 	t.Helper()
-	l := newLab(t)
+	return mustBuild(t, func(l *Lab) error { return l.star(n) })
+}
+
+// Start is NewStar for programs (benchmarks) rather than tests: it makes n
+// star hosts whose namespaces and links are named after prefix (at most 8
+// characters), and returns an error instead of failing a test. A failed
+// Start leaves nothing behind; the caller must Close the lab it returns.
+func Start(prefix string, n int) (*Lab, error) {
+	return build(prefix, func(l *Lab) error { return l.star(n) })
+}
+
+func (l *Lab) star(n int) error {
+	if n < 1 {
+		return fmt.Errorf("a star needs at least 1 host, not %d", n)
+	}
 	l.bridge = l.id + "br"
-	l.must(run("ip", "link", "add", l.bridge, "type", "bridge"))
-	l.must(run("ip", "addr", "add", l.Gateway+"/24", "dev", l.bridge))
-	l.must(run("ip", "link", "set", l.bridge, "up"))
+	if err := errors.Join(
+		run("ip", "link", "add", l.bridge, "type", "bridge"),
+		run("ip", "addr", "add", l.Gateway+"/24", "dev", l.bridge),
+		run("ip", "link", "set", l.bridge, "up"),
+	); err != nil {
+		return err
+	}
 	for i := 1; i <= n; i++ {
-		h := l.addHost(fmt.Sprintf("h%d", i))
+		h, err := l.addHost(fmt.Sprintf("h%d", i))
+		if err != nil {
+			return err
+		}
 		h.IP = fmt.Sprintf("10.213.%d.%d", l.octet, 10+i)
 		h.rootLink = fmt.Sprintf("%sh%d", l.id, i)
-		l.must(run("ip", "link", "add", h.rootLink, "type", "veth", "peer", "name", "eth0", "netns", h.NS))
-		l.must(run("ip", "link", "set", h.rootLink, "master", l.bridge))
-		l.must(run("ip", "link", "set", h.rootLink, "up"))
-		l.must(h.run("ip", "addr", "add", h.IP+"/24", "dev", "eth0"))
-		l.must(h.run("ip", "link", "set", "eth0", "up"))
+		for _, step := range [][]string{
+			{"ip", "link", "add", h.rootLink, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
+			{"ip", "link", "set", h.rootLink, "master", l.bridge},
+			{"ip", "link", "set", h.rootLink, "up"},
+			{"ip", "netns", "exec", h.NS, "ip", "addr", "add", h.IP + "/24", "dev", "eth0"},
+			{"ip", "netns", "exec", h.NS, "ip", "link", "set", "eth0", "up"},
+		} {
+			if err := run(step...); err != nil {
+				return err
+			}
+		}
 	}
-	return l
+	return nil
 }
 
 // NewChain makes n hosts (h1..hn) where each reaches only its neighbours:
@@ -145,20 +216,31 @@ func NewStar(t testing.TB, n int) *Lab {
 // .4i+1) and h_{i+1} (.4i+2). ChainAddr names them.
 func NewChain(t testing.TB, n int) *Lab {
 	t.Helper()
-	l := newLab(t)
+	return mustBuild(t, func(l *Lab) error { return l.chain(n) })
+}
+
+func (l *Lab) chain(n int) error {
 	for i := 1; i <= n; i++ {
-		l.addHost(fmt.Sprintf("h%d", i))
+		if _, err := l.addHost(fmt.Sprintf("h%d", i)); err != nil {
+			return err
+		}
 	}
 	for i := 1; i < n; i++ {
 		a, b := l.Hosts[i-1], l.Hosts[i]
 		ea, eb := fmt.Sprintf("r%d", i), fmt.Sprintf("l%d", i)
-		l.must(run("ip", "link", "add", ea, "netns", a.NS, "type", "veth", "peer", "name", eb, "netns", b.NS))
-		l.must(a.run("ip", "addr", "add", l.ChainAddr(i, true)+"/30", "dev", ea))
-		l.must(b.run("ip", "addr", "add", l.ChainAddr(i, false)+"/30", "dev", eb))
-		l.must(a.run("ip", "link", "set", ea, "up"))
-		l.must(b.run("ip", "link", "set", eb, "up"))
+		for _, step := range [][]string{
+			{"ip", "link", "add", ea, "netns", a.NS, "type", "veth", "peer", "name", eb, "netns", b.NS},
+			{"ip", "netns", "exec", a.NS, "ip", "addr", "add", l.ChainAddr(i, true) + "/30", "dev", ea},
+			{"ip", "netns", "exec", b.NS, "ip", "addr", "add", l.ChainAddr(i, false) + "/30", "dev", eb},
+			{"ip", "netns", "exec", a.NS, "ip", "link", "set", ea, "up"},
+			{"ip", "netns", "exec", b.NS, "ip", "link", "set", eb, "up"},
+		} {
+			if err := run(step...); err != nil {
+				return err
+			}
+		}
 	}
-	return l
+	return nil
 }
 
 // ChainAddr is the address on chain link i (between h_i and h_{i+1}) of its

@@ -3,6 +3,7 @@ package netlab
 import (
 	"bufio"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -90,4 +91,51 @@ func TestChainOnlyNeighbours(t *testing.T) {
 	echoIn(t, h3, addr3)
 	require.True(t, reach(h2, addr3))
 	require.False(t, reach(h1, addr3), "two hops away is unreachable")
+}
+
+func TestStartBadPrefix(t *testing.T) {
+	for _, p := range []string{"", "toolongname", "a-b", "1ab", "a b"} {
+		_, err := Start(p, 1)
+		require.ErrorContains(t, err, "prefix", p)
+	}
+}
+
+// nsList returns the namespaces that exist now.
+func nsList(t *testing.T) string {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	require.NoError(t, err)
+	return string(out)
+}
+
+func TestStartAndCloseWithoutATest(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip("needs root and iproute2:", err)
+	}
+	l, err := Start("nlt", 2)
+	require.NoError(t, err)
+	closed := false
+	defer func() {
+		if !closed {
+			l.Close()
+		}
+	}()
+	require.Len(t, l.Hosts, 2)
+	for _, h := range l.Hosts {
+		require.True(t, strings.HasPrefix(h.NS, "nlt"), h.NS)
+		require.Contains(t, nsList(t), h.NS)
+	}
+	ln, err := net.Listen("tcp", l.Gateway+":0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	serveEcho(t, addr)
+	require.True(t, reach(l.Hosts[1], addr))
+	names := []string{l.Hosts[0].NS, l.Hosts[1].NS}
+	l.Close()
+	closed = true
+	l.Close() // twice is harmless
+	for _, ns := range names {
+		require.NotContains(t, nsList(t), ns, "Close removes the namespaces")
+	}
+	require.Error(t, exec.Command("ip", "link", "show", l.bridge).Run(), "Close removes the bridge")
 }

@@ -54,8 +54,16 @@ for reads and 10 for puts):
 Targets: redis (the peer), fluxon-shm (Go client, shared memory), fluxon-grpc
 (Go client, gRPC), fluxon-resp (fluxon's RESP endpoint, same client as redis).
 Get modes: copy (into the client's buffer; the fair comparison) and view (hold
-the zero-copy value, read one byte per page; shared memory only).`,
+the zero-copy value, read one byte per page; shared memory only).
+
+--hosts 3 (make bench-cluster, root) runs 3 network-namespace hosts on a veth
+star: etcd, a fluxon master and redis-server on the gateway, a fluxon owner in
+each host, and each host's clients (this binary re-executed in the namespace)
+against its own owner (fluxon-resp, fluxon-shm) and the one redis. READ_AFFINITY's
+groups are the hosts. It adds the master's CPU, etcd's writes/s, and cross-host
+gets of 16 MiB values next to iperf3 over the same link.`,
 		Example: `  fluxon-bench --scale small
+  fluxon-bench --hosts 3 --scale small
   fluxon-bench --scale small --workloads PUT_ONLY --duration 20s
   fluxon-bench --scale full --targets redis,fluxon-shm,fluxon-resp`,
 		Args:          cobra.NoArgs,
@@ -63,21 +71,26 @@ the zero-copy value, read one byte per page; shared memory only).`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.warmupSet = cmd.Flags().Changed("warmup")
+			o.targetsSet = cmd.Flags().Changed("targets")
 			p, err := makePlan(o)
 			if err != nil {
 				return usageError{err}
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			if p.hosts > 1 {
+				return runCluster(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, p)
+			}
 			return run(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, p)
 		},
 	}
+	cmd.AddCommand(newWorkerCmd())
 	f := cmd.Flags()
 	f.StringVar(&o.scale, "scale", "small", "preset of keys, value sizes, duration and threads: small or full")
 	f.StringSliceVar(&o.workloads, "workloads", []string{kvbench.ReadZipfName, kvbench.ReadAffinityName, kvbench.PutOnlyName}, "workloads to run")
 	f.StringSliceVar(&o.targets, "targets", []string{targetRedis, targetFluxonShm}, "systems to measure: redis, fluxon-shm, fluxon-grpc, fluxon-resp")
 	f.StringSliceVar(&o.modes, "modes", []string{"copy", "view"}, "get modes to measure where the target has them: copy, view")
-	f.IntVar(&o.threads, "threads", 0, "client threads per run (0: the scale's, small 3, full 6)")
+	f.IntVar(&o.threads, "threads", 0, "client threads per run, per host with --hosts (0: the scale's, small 3, full 6; per host small 1, full 2)")
 	f.DurationVar(&o.duration, "duration", 0, "measured time per run (0: the scale's, small 4s, full 60s)")
 	f.IntVar(&o.rounds, "rounds", 0, "rounds of every run, the targets' order alternating; the table adds them up (0: the scale's, small 2, full 1)")
 	f.DurationVar(&o.warmup, "warmup", 0, "unrecorded warm-up per run (default: the scale's, small 1s, full 5s)")
@@ -93,11 +106,18 @@ the zero-copy value, read one byte per page; shared memory only).`,
 	f.StringVar(&o.redisBin, "redis-server", "redis-server", "the redis-server binary")
 	f.StringVar(&o.pollMode, "poll-mode", "", "fluxon's network.poll_mode: busy_poll or event_driven (default: fluxon's, busy_poll)")
 	f.IntVar(&o.redisIOThreads, "redis-io-threads", 1, "redis-server io-threads (1: Debian's default, single-threaded I/O)")
-	f.IntVar(&o.hosts, "hosts", 1, "client hosts; 1 runs on this host, more needs multi-host KV (issue 4) and root for network namespaces")
+	f.IntVar(&o.hosts, "hosts", 1, "hosts; 1 runs on this host, more runs each in a network namespace (root) with its own owner and clients (make bench-cluster)")
+	f.IntVar(&o.xhostKeys, "xhost-values", 0, "with --hosts: 16 MiB values the cross-host get test reads (0: the scale's, small 16, full 64)")
+	f.BoolVar(&o.xhost, "xhost", true, "with --hosts: run the cross-host 16 MiB get test next to iperf3")
 	f.BoolVar(&o.floor, "memcpy", true, "measure the memcpy floor of the value sizes first")
 	f.BoolVar(&o.keep, "keep", false, "keep the work directory (server logs) after the run")
 	f.StringVar(&o.workDir, "work-dir", "", "where the temporary work directory goes (default $TMPDIR)")
 	return cmd
+}
+
+// signalContext ends on Ctrl-C or SIGTERM.
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 }
 
 func main() {

@@ -24,8 +24,15 @@ const (
 
 var allTargets = []string{targetRedis, targetFluxonShm, targetFluxonGRPC, targetFluxonRESP}
 
-// ErrMultiHost is the answer to --hosts N>1 until issue 4 lands.
-var ErrMultiHost = errors.New("multi-host KV (issue 4) is not wired yet")
+// ErrNoLab is the answer to --hosts N>1 where network namespaces cannot be
+// made (not root, no iproute2).
+var ErrNoLab = errors.New("--hosts above 1 runs every host in a network namespace")
+
+// maxHosts bounds --hosts: every host runs an owner and its clients.
+const maxHosts = 8
+
+// xhostSize is the value size of the cross-host get test (issue 4: 16 MiB).
+const xhostSize = 16 * mib
 
 // scale is a preset of sizes and durations.
 type scale struct {
@@ -34,6 +41,11 @@ type scale struct {
 	duration, warmup    time.Duration
 	threads, rounds     int
 	floorPer            time.Duration
+	// hostThreads is the client threads per host with --hosts above 1,
+	// so that all hosts together run as many as one host does.
+	hostThreads int
+	// xhostKeys is how many 16 MiB values the cross-host get test reads.
+	xhostKeys int
 }
 
 const (
@@ -53,11 +65,13 @@ var scales = map[string]scale{
 		readKeys: 64, readSizes: []int{1280 * kib, 2 * mib, 3 * mib, 3840 * kib},
 		putKeys: 1000, putSizes: []int{1 * kb, 10 * kb, 100 * kb, 1 * mb, 5 * mb},
 		duration: 4 * time.Second, warmup: time.Second, threads: 3, rounds: 2, floorPer: 200 * time.Millisecond,
+		hostThreads: 1, xhostKeys: 16,
 	},
 	"full": {
 		readKeys: 512, readSizes: []int{10 * mib, 16 * mib, 24 * mib, 30 * mib},
 		putKeys: 10_000, putSizes: []int{10 * kb, 100 * kb, 1 * mb, 10 * mb, 50 * mb},
 		duration: 60 * time.Second, warmup: 5 * time.Second, threads: 6, rounds: 1, floorPer: 500 * time.Millisecond,
+		hostThreads: 2, xhostKeys: 64,
 	},
 }
 
@@ -78,13 +92,20 @@ type options struct {
 	pollMode            string
 	redisIOThreads      int
 	hosts               int
+	xhostKeys           int
+	xhost               bool
 	floor               bool
 	keep                bool
 	workDir             string
 	// warmupSet says --warmup was given (0 is a valid warm-up); for the
-	// other numbers 0 means "the scale's default".
-	warmupSet bool
+	// other numbers 0 means "the scale's default". targetsSet says
+	// --targets was given (several hosts have other default targets).
+	warmupSet, targetsSet bool
 }
+
+// clusterTargets are the default targets with --hosts above 1: the peer,
+// and Fluxon through each host's own owner over RESP and shared memory.
+var clusterTargets = []string{targetRedis, targetFluxonRESP, targetFluxonShm}
 
 // plan is what a run does, resolved from the options.
 type plan struct {
@@ -96,6 +117,12 @@ type plan struct {
 	rounds    int
 	mem       uint64 // 0: size from the workloads
 	floorPer  time.Duration
+	// hosts is the number of namespace hosts (1: this host, no lab); with
+	// more, run.Threads is per host.
+	hosts int
+	// xhostKeys is how many 16 MiB values the cross-host test puts through
+	// host 1 and reads from host 2 (0: no cross-host test).
+	xhostKeys int
 }
 
 // parseSizes reads a comma-separated list of sizes ("1MiB,10MB").
@@ -119,18 +146,34 @@ func makePlan(o options) (plan, error) {
 	if o.hosts < 1 {
 		return plan{}, fmt.Errorf("--hosts %d: need at least 1", o.hosts)
 	}
+	if o.hosts > maxHosts {
+		return plan{}, fmt.Errorf("--hosts %d: at most %d", o.hosts, maxHosts)
+	}
 	if o.hosts > 1 {
-		lab := "network namespaces are available here"
 		if err := netlab.Available(); err != nil {
-			lab = "unavailable here: " + err.Error()
+			return plan{}, fmt.Errorf("%w, which is unavailable here: %v; run as root, or --hosts 1 (this host only)", ErrNoLab, err)
 		}
-		return plan{}, fmt.Errorf("%w: --hosts %d needs cross-host gets (key directory, node-to-node transport) and clients on namespace hosts (internal/netlab; %s); run --hosts 1 (this host only) for now", ErrMultiHost, o.hosts, lab)
 	}
 	sc, ok := scales[o.scale]
 	if !ok {
 		return plan{}, fmt.Errorf("--scale %q: use small or full", o.scale)
 	}
-	p := plan{scaleName: o.scale, floorPer: sc.floorPer}
+	p := plan{scaleName: o.scale, floorPer: sc.floorPer, hosts: o.hosts}
+	if o.hosts > 1 {
+		sc.threads = sc.hostThreads
+		if !o.targetsSet {
+			o.targets = clusterTargets
+		}
+		if o.xhost {
+			p.xhostKeys = sc.xhostKeys
+			if o.xhostKeys != 0 {
+				p.xhostKeys = o.xhostKeys
+			}
+			if p.xhostKeys < 1 {
+				return p, fmt.Errorf("--xhost-values %d: need at least 1", p.xhostKeys)
+			}
+		}
+	}
 	if o.readKeys != 0 {
 		sc.readKeys = o.readKeys
 	}
@@ -157,6 +200,13 @@ func makePlan(o options) (plan, error) {
 			s = kvbench.ReadAffinity()
 			if o.groups != 0 {
 				s.Groups = o.groups
+			}
+			if o.hosts > 1 {
+				// Group = host: each host's clients favour their own slice.
+				if o.groups != 0 && o.groups != o.hosts {
+					return p, fmt.Errorf("--affinity-groups %d: with --hosts %d the groups are the hosts; leave it out", o.groups, o.hosts)
+				}
+				s.Groups = o.hosts
 			}
 		case kvbench.PutOnlyName:
 			s = kvbench.PutOnly()
@@ -224,7 +274,8 @@ func makePlan(o options) (plan, error) {
 		return p, errors.New("--duration or --ops must be above 0")
 	}
 	for _, s := range p.specs {
-		if s.Affinity > 0 && p.run.Threads < s.Groups {
+		// With several hosts every thread of a host is in the host's group.
+		if s.Affinity > 0 && p.hosts == 1 && p.run.Threads < s.Groups {
 			return p, fmt.Errorf("%s slices the keys among %d client groups but --threads is %d; give every group a thread (--threads %d) or lower --affinity-groups", s.Name, s.Groups, p.run.Threads, s.Groups)
 		}
 	}

@@ -300,6 +300,8 @@ type header struct {
 	ncpu                  int
 	memTotal              uint64
 	redis, fluxon         string
+	// With --hosts above 1: the lab, etcd's and iperf3's versions.
+	lab, etcd, iperf3 string
 }
 
 func (h *header) collect() {
@@ -335,12 +337,29 @@ func (h *header) print(out io.Writer) {
 	if h.fluxon != "" {
 		fmt.Fprintf(out, "fluxon:  %s\n", h.fluxon)
 	}
-	fmt.Fprintf(out, "memory:  %s per system (%s)\n", benchenv.FormatMiB(h.mem), h.memNote)
+	if h.etcd != "" {
+		fmt.Fprintf(out, "etcd:    %s\n", h.etcd)
+	}
+	if h.iperf3 != "" {
+		fmt.Fprintf(out, "iperf3:  %s\n", h.iperf3)
+	}
+	if h.lab != "" {
+		fmt.Fprintf(out, "hosts:   %s\n", h.lab)
+	}
+	perSystem := "per system"
+	if p.hosts > 1 {
+		perSystem = "for redis and for each owner"
+	}
+	fmt.Fprintf(out, "memory:  %s %s (%s)\n", benchenv.FormatMiB(h.mem), perSystem, h.memNote)
 	length := fmt.Sprintf("%s per run after a %s warm-up", p.run.Duration, p.run.Warmup)
 	if p.run.Ops > 0 {
 		length = fmt.Sprintf("%d ops per run after a %s warm-up", p.run.Ops, p.run.Warmup)
 	}
-	fmt.Fprintf(out, "runs:    %d client threads, %s, %d round(s), the targets' order alternating\n", p.run.Threads, length, p.rounds)
+	threads := fmt.Sprintf("%d client threads", p.run.Threads)
+	if p.hosts > 1 {
+		threads = fmt.Sprintf("%d client thread(s) on each of %d hosts", p.run.Threads, p.hosts)
+	}
+	fmt.Fprintf(out, "runs:    %s, %s, %d round(s), the targets' order alternating\n", threads, length, p.rounds)
 	for _, w := range h.workloads {
 		desc := fmt.Sprintf("%.0f%% get, ", 100*w.GetFraction)
 		if w.Zipf > 0 {
@@ -350,7 +369,11 @@ func (h *header) print(out io.Writer) {
 		}
 		desc += fmt.Sprintf(" over %d keys, values %s", w.Keys, kvbench.FormatSizes(w.Sizes))
 		if w.Affinity > 0 {
-			desc += fmt.Sprintf(", %.0f%% of each of %d client groups' ops on its own key slice", 100*w.Affinity, w.Groups)
+			groups := "client groups'"
+			if p.hosts > 1 {
+				groups = "hosts'"
+			}
+			desc += fmt.Sprintf(", %.0f%% of each of %d %s ops on its own key slice", 100*w.Affinity, w.Groups, groups)
 		}
 		fmt.Fprintf(out, "  %-14s %s\n", w.Name, desc)
 	}
