@@ -172,6 +172,7 @@ func (r *Running) followRouting(ctx context.Context, epoch prometheus.Gauge) {
 func (r *Running) setRouting(t meta.RoutingTable, epoch prometheus.Gauge) {
 	r.mu.Lock()
 	changed := t.Epoch != r.routing.Epoch
+	newer := t.Epoch > r.routing.Epoch
 	if t.Epoch >= r.routing.Epoch {
 		r.routing = t
 	}
@@ -179,6 +180,15 @@ func (r *Running) setRouting(t meta.RoutingTable, epoch prometheus.Gauge) {
 	if changed {
 		epoch.Set(float64(t.Epoch))
 		r.log.Debug("routing table", "epoch", t.Epoch, "owners", len(t.Owners))
+	}
+	if newer && r.Owner != nil {
+		// The owner's KV homes keys over the owners of this table; only
+		// newer tables go to it (this goroutine is the only caller, so they
+		// arrive in order). An error is logged and the member keeps
+		// following: the next table may be accepted.
+		if err := r.Owner.SetRouting(r.Member.ClusterName, t); err != nil {
+			r.log.Error("cluster KV refused the routing table; keys homed on changed owners may read as unavailable", "epoch", t.Epoch, "err", err)
+		}
 	}
 }
 
