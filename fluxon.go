@@ -50,6 +50,9 @@ var (
 	ErrLeaseNotFound = kv.ErrLeaseNotFound
 	ErrLeaseTTL      = kv.ErrLeaseTTL
 	ErrBadValue      = kv.ErrBadValue
+	// ErrUnavailable: the key lives on owners of the cluster that cannot be
+	// reached now (the owner this client talks to is up); retry later.
+	ErrUnavailable = kv.ErrUnavailable
 	// ErrNoOwner: neither a local owner nor Config.Address could be reached.
 	ErrNoOwner = shm.ErrNoOwner
 	// ErrClosed: the client was closed.

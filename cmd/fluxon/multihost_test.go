@@ -16,7 +16,28 @@ import (
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/control/meta/metatest"
 	"github.com/fluxon-dev/fluxon/internal/netlab"
+	"github.com/fluxon-dev/fluxon/services/kv/placement"
+	"github.com/fluxon-dev/fluxon/services/owner"
 )
+
+// keyHomedOn returns a key with prefix that the cluster KV homes on the
+// owner with instance key home under table.
+func keyHomedOn(t *testing.T, table meta.RoutingTable, prefix, home string) string {
+	t.Helper()
+	peers := owner.OwnerPeers("mh", table)
+	nodes := make([]placement.Node, len(peers))
+	for i, p := range peers {
+		nodes[i] = placement.Node{ID: p.Name(), Host: p.Host}
+	}
+	for i := 0; i < 1000; i++ {
+		k := fmt.Sprint(prefix, i)
+		if j := placement.Home(placement.KeyHash(k), nodes); j >= 0 && peers[j].ID.InstanceKey == home {
+			return k
+		}
+	}
+	t.Fatalf("no key homed on %s among %d owners", home, len(peers))
+	return ""
+}
 
 // startIn runs fluxon inside a lab host.
 func startIn(t *testing.T, h *netlab.Host, dir string, args ...string) *proc {
@@ -80,6 +101,43 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, lab.Hosts[2].IP, "o3 answers from its own host")
 
+	// KV across hosts, through `fluxon kv` on each owner's gRPC endpoint.
+	for i, o := range st.Members[meta.RoleOwner] {
+		require.True(t, strings.HasPrefix(o.Endpoints[owner.KVEndpointKey], lab.Hosts[i].IP+":"), "o%d's cluster KV endpoint is on its host: %v", i+1, o.Endpoints)
+	}
+	kvAddr := func(i int) string { return st.Members[meta.RoleOwner][i].Endpoints["grpc"] }
+	kvPut := func(i int, key, value string) {
+		t.Helper()
+		out, code := run(t, dir, "kv", "put", key, value, "--addr", kvAddr(i))
+		require.Equal(t, 0, code, "put %s through o%d: %s", key, i+1, out)
+	}
+	kvGet := func(i int, key string) (string, int) {
+		t.Helper()
+		return run(t, dir, "kv", "get", key, "--addr", kvAddr(i))
+	}
+	metatest.WaitFor(t, 20*time.Second, "a first put through o1's cluster KV", func() bool {
+		_, code := run(t, dir, "kv", "put", "probe", "x", "--addr", kvAddr(0))
+		return code == 0
+	})
+	kvPut(0, "across", "put on host 1")
+	for i := 1; i < 3; i++ {
+		out, code := kvGet(i, "across")
+		require.Equal(t, 0, code, "get through o%d: %s", i+1, out)
+		require.Equal(t, "put on host 1", out, "read through o%d", i+1)
+	}
+	// For the partition: keys only o3 holds (put through it, never read
+	// elsewhere; one homed on o3, one on o1), and keys o3 has nothing to do
+	// with (put through o1, homed on o1 and on o2).
+	table := *st.Routing
+	onlyO3 := []string{keyHomedOn(t, table, "o3-home-o3-", "o3"), keyHomedOn(t, table, "o3-home-o1-", "o1")}
+	for _, k := range onlyO3 {
+		kvPut(2, k, "held by o3")
+	}
+	elsewhere := []string{keyHomedOn(t, table, "o1-home-o1-", "o1"), keyHomedOn(t, table, "o1-home-o2-", "o2")}
+	for _, k := range elsewhere {
+		kvPut(0, k, "held by o1")
+	}
+
 	// Partition host 3: calls to it fail clearly and quickly, the rest keep working,
 	// and once its lease runs out it leaves the routing table.
 	epoch := st.Epoch
@@ -89,6 +147,18 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 	out, code = run(t, dir, "rpc", "call", "o2", "/fluxon/ping", "still here", "--addr", grpc1)
 	require.Equal(t, 0, code, out)
 	require.Equal(t, "still here", out)
+	for _, k := range onlyO3 {
+		out, code := kvGet(0, k)
+		require.Equal(t, 1, code, "%s, only o3 held it: %s", k, out)
+		require.Contains(t, strings.ToLower(out), "unavailable", "%s, only o3 held it, reads as unavailable on o1 (not as missing)", k)
+	}
+	for _, k := range elsewhere {
+		for i := 0; i < 2; i++ {
+			out, code := kvGet(i, k)
+			require.Equal(t, 0, code, "%s through o%d with o3 cut: %s", k, i+1, out)
+			require.Equal(t, "held by o1", out, k)
+		}
+	}
 	metatest.WaitFor(t, 20*time.Second, "the cut owner to leave the routing table", func() bool {
 		st, _ = status(t, dir, sargs...)
 		return st.Routing != nil && len(st.Routing.Owners) == 2 && st.Epoch > epoch
@@ -104,6 +174,21 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 		out, code := run(t, dir, "rpc", "call", "o3", "/fluxon/ping", "back", "--addr", grpc1, "--timeout", "2s")
 		return code == 0 && out == "back"
 	})
+	// The KV works across all three hosts again: a new key both ways, and
+	// the keys o1 held read through o3. (Copies o3 held alone while cut
+	// are not promised back: their homes ended o3's session meanwhile.)
+	metatest.WaitFor(t, 30*time.Second, "a key put through o3 to read through o1", func() bool {
+		if _, code := run(t, dir, "kv", "put", "healed", "from o3", "--addr", kvAddr(2)); code != 0 {
+			return false
+		}
+		out, code := kvGet(0, "healed")
+		return code == 0 && out == "from o3"
+	})
+	kvPut(0, "healed", "from o1")
+	for _, k := range append([]string{"healed"}, elsewhere...) {
+		out, code := kvGet(2, k)
+		require.Equal(t, 0, code, "%s through o3 after the heal: %s", k, out)
+	}
 
 	// The master dies (kill -9): the data plane keeps serving.
 	require.NoError(t, master.cmd.Process.Kill())

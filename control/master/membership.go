@@ -55,7 +55,7 @@ func (m *Membership) Owners() []meta.Owner {
 			continue
 		}
 		out = append(out, meta.Owner{
-			InstanceKey: mem.InstanceKey, NodeID: mem.NodeID, SubCluster: mem.SubCluster,
+			InstanceKey: mem.InstanceKey, NodeID: mem.NodeID, SubCluster: mem.SubCluster, Host: mem.Host,
 			StartTime: mem.StartTime, Endpoints: maps.Clone(mem.Endpoints), PoolDRAM: mem.PoolDRAM,
 		})
 	}
@@ -73,7 +73,7 @@ func (m *Membership) Count() map[meta.Role]int {
 }
 
 func sameMember(a, b meta.Member) bool {
-	return a.Incarnation() == b.Incarnation() && a.Role == b.Role && a.SubCluster == b.SubCluster &&
+	return a.Incarnation() == b.Incarnation() && a.Role == b.Role && a.SubCluster == b.SubCluster && a.Host == b.Host &&
 		a.PoolDRAM == b.PoolDRAM && maps.Equal(a.Endpoints, b.Endpoints)
 }
 
@@ -103,6 +103,6 @@ func (r *Router) Next(owners []meta.Owner, self string, now time.Time) (meta.Rou
 }
 
 func sameOwner(a, b meta.Owner) bool {
-	return a.InstanceKey == b.InstanceKey && a.StartTime.Equal(b.StartTime) && a.SubCluster == b.SubCluster &&
+	return a.InstanceKey == b.InstanceKey && a.StartTime.Equal(b.StartTime) && a.SubCluster == b.SubCluster && a.Host == b.Host &&
 		a.PoolDRAM == b.PoolDRAM && maps.Equal(a.Endpoints, b.Endpoints)
 }

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func owner(key string, start int) meta.Member {
-	return meta.Member{InstanceKey: key, NodeID: key, Role: meta.RoleOwner, StartTime: t0.Add(time.Duration(start) * time.Second),
+	return meta.Member{InstanceKey: key, NodeID: key, Role: meta.RoleOwner, StartTime: t0.Add(time.Duration(start) * time.Second), Host: "host-" + key,
 		Endpoints: map[string]string{"http": key + ":1"}, PoolDRAM: 1 << 30}
 }
 
@@ -95,4 +96,23 @@ func TestRouterResumesAcrossFailover(t *testing.T) {
 	require.True(t, changed)
 	require.Equal(t, uint64(42), tb.Epoch)
 	require.Equal(t, "m2", tb.Master)
+}
+
+// The table carries each owner's host: the cluster KV keeps a key's replicas
+// on distinct hosts, and tables published before Owner.Host still decode.
+func TestOwnersCarryHost(t *testing.T) {
+	ms := NewMembership([]meta.Member{owner("a", 0), owner("b", 0)})
+	owners := ms.Owners()
+	require.Equal(t, "host-a", owners[0].Host)
+	require.Equal(t, "host-b", owners[1].Host)
+
+	var old meta.RoutingTable
+	require.NoError(t, json.Unmarshal([]byte(`{"epoch":3,"owners":[{"instance_key":"a","start_time":"2026-11-25T12:00:00Z","endpoints":{"kv":"a:1"}}]}`), &old))
+	require.Equal(t, "", old.Owners[0].Host, "an old table reads with no host")
+	require.Equal(t, "a:1", old.Owners[0].Endpoints["kv"])
+
+	r := NewRouter(old)
+	tb, changed := r.Next(NewMembership([]meta.Member{owner("a", 0)}).Owners(), "m1", t0)
+	require.True(t, changed, "learning the host is a change worth a new epoch")
+	require.Equal(t, "host-a", tb.Owners[0].Host)
 }

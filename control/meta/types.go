@@ -46,12 +46,16 @@ func (m Member) Incarnation() string {
 
 // Owner is one live owner as the routing table lists it.
 type Owner struct {
-	InstanceKey string            `json:"instance_key"`
-	NodeID      string            `json:"node_id"`
-	SubCluster  string            `json:"sub_cluster,omitempty"`
-	StartTime   time.Time         `json:"start_time"`
-	Endpoints   map[string]string `json:"endpoints,omitempty"`
-	PoolDRAM    uint64            `json:"pool_dram,omitempty"`
+	InstanceKey string    `json:"instance_key"`
+	NodeID      string    `json:"node_id"`
+	SubCluster  string    `json:"sub_cluster,omitempty"`
+	StartTime   time.Time `json:"start_time"`
+	// Host is the owner's host name (Member.Host): placement keeps a key's
+	// replicas on distinct hosts. Empty in tables published before it was
+	// added; readers fall back to something per owner.
+	Host      string            `json:"host,omitempty"`
+	Endpoints map[string]string `json:"endpoints,omitempty"`
+	PoolDRAM  uint64            `json:"pool_dram,omitempty"`
 }
 
 // RoutingTable is what the leading master publishes: the live owners and an

@@ -44,6 +44,10 @@ type Running struct {
 	mu      sync.Mutex
 	routing meta.RoutingTable
 	closed  bool
+
+	// kvJoined: a routing table listing this owner has gone to its cluster
+	// KV. Only the followRouting goroutine touches it.
+	kvJoined bool
 }
 
 // Endpoints returns where this member listens, by name ("http", …).
@@ -172,6 +176,7 @@ func (r *Running) followRouting(ctx context.Context, epoch prometheus.Gauge) {
 func (r *Running) setRouting(t meta.RoutingTable, epoch prometheus.Gauge) {
 	r.mu.Lock()
 	changed := t.Epoch != r.routing.Epoch
+	newer := t.Epoch > r.routing.Epoch
 	if t.Epoch >= r.routing.Epoch {
 		r.routing = t
 	}
@@ -180,6 +185,28 @@ func (r *Running) setRouting(t meta.RoutingTable, epoch prometheus.Gauge) {
 		epoch.Set(float64(t.Epoch))
 		r.log.Debug("routing table", "epoch", t.Epoch, "owners", len(t.Owners))
 	}
+	if newer && r.Owner != nil && (r.kvJoined || r.listsSelf(t)) {
+		// The owner's KV homes keys over the owners of this table; only
+		// newer tables go to it (this goroutine is the only caller, so they
+		// arrive in order), and none from before this owner first appears
+		// in one: those were published while its registration was on the
+		// way and have no part for it. An error is logged and the member
+		// keeps following: the next table may be accepted.
+		r.kvJoined = true
+		if err := r.Owner.SetRouting(r.Member.ClusterName, t); err != nil {
+			r.log.Error("cluster KV refused the routing table; keys homed on changed owners may read as unavailable", "epoch", t.Epoch, "err", err)
+		}
+	}
+}
+
+// listsSelf reports whether t lists this member's incarnation as an owner.
+func (r *Running) listsSelf(t meta.RoutingTable) bool {
+	for _, o := range t.Owners {
+		if o.InstanceKey == r.Member.InstanceKey && o.StartTime.Equal(r.Member.StartTime) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Running) health() (map[string]any, error) {

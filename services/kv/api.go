@@ -40,6 +40,11 @@ var (
 	ErrLeaseTTL      = errors.New("lease TTL out of range")
 	ErrClosed        = errors.New("kv store closed")
 	ErrBadValue      = errors.New("malformed value")
+	// ErrUnavailable: the key lives on owners this one cannot reach now (a
+	// partition, an owner that died and has not left the routing table yet,
+	// no routing table yet). Retry later; nothing about the key was changed
+	// by the failed read, and a failed write may or may not have happened.
+	ErrUnavailable = errors.New("key unavailable: the owners that hold it cannot be reached now; retry later")
 )
 
 // LeaseID names a lease. 0 means "no lease".

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fluxon-dev/fluxon/control/config"
-	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/services/kv/kvgrpc"
 	"github.com/fluxon-dev/fluxon/services/kv/resp"
 	"github.com/fluxon-dev/fluxon/services/rpc"
@@ -38,7 +37,7 @@ func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logge
 	}
 	o.closers = append(o.closers, func() error { cancel(); return res.Close() })
 	node, err := rpc.New(rpc.Options{
-		Local:     transport.Identity{ClusterName: cfg.ClusterName, InstanceKey: instanceKey, StartTime: deps.StartTime, Role: string(meta.RoleOwner)},
+		Local:     ownerIdentity(cfg.ClusterName, instanceKey, deps.StartTime),
 		Transport: tr, ListenAddr: cfg.Listen.Transport, Resolver: res, Log: log, Registerer: reg,
 	})
 	if err != nil {
@@ -62,7 +61,7 @@ func (o *Owner) startNetwork(cfg *config.Config, log *slog.Logger, reg prometheu
 			return fmt.Errorf("listen.grpc %s: %w; choose a free address", cfg.Listen.GRPC, err)
 		}
 		gs := grpc.NewServer(kvgrpc.ServerOptions()...)
-		kvgrpc.NewServer(o.Store, log).Register(gs)
+		kvgrpc.NewServer(o.KV, log).Register(gs)
 		if o.RPC != nil {
 			rpcgrpc.NewServer(o.RPC).Register(gs)
 		}
@@ -79,7 +78,7 @@ func (o *Owner) startNetwork(cfg *config.Config, log *slog.Logger, reg prometheu
 		if err != nil {
 			return fmt.Errorf("listen.resp %s: %w; choose a free address, or \"\" to turn RESP off", cfg.Listen.RESP, err)
 		}
-		rs := resp.NewServer(o.Store, resp.Options{Log: log, Registerer: reg})
+		rs := resp.NewServer(o.KV, resp.Options{Log: log, Registerer: reg})
 		go func() {
 			if err := rs.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, resp.ErrServerClosed) {
 				log.Error("RESP server stopped", "err", err)

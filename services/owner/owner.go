@@ -21,6 +21,7 @@ import (
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/services/kv"
+	"github.com/fluxon-dev/fluxon/services/kv/cluster"
 	"github.com/fluxon-dev/fluxon/services/kv/shm"
 	"github.com/fluxon-dev/fluxon/services/rpc"
 	"github.com/fluxon-dev/fluxon/services/transport/tcp"
@@ -78,7 +79,14 @@ func ReadShared(path string) (Shared, error) {
 
 // Owner is a running owner data plane.
 type Owner struct {
-	Store     *kv.Store
+	// Store is this owner's pool: the keys and copies held here.
+	Store *kv.Store
+	// KV is what the frontends (shm, gRPC, RESP) serve: Store itself for an
+	// owner on its own, the cross-host KV (through Cluster) in a cluster.
+	KV kv.Backend
+	// Cluster is the owner's part of the cross-host KV (nil without
+	// Deps.Meta); it follows the routing table through SetRouting.
+	Cluster   *cluster.Node
 	Pool      *pool.Pool
 	Paths     Paths
 	Endpoints map[string]string
@@ -133,11 +141,18 @@ func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometh
 		return nil, err
 	}
 	o.closers = append(o.closers, o.Store.Close)
+	o.KV = o.Store
+	if err := o.startClusterKV(cfg, instanceKey, log, deps); err != nil {
+		return nil, err
+	}
+	if o.Cluster != nil {
+		o.KV = &clusterKV{store: o.Store, node: o.Cluster, opTimeout: DefaultKVOpTimeout}
+	}
 	mode, err := ring.ParsePollMode(cfg.Network.PollMode)
 	if err != nil {
 		return nil, err
 	}
-	o.shm, err = shm.Listen(o.Store, shm.ServerOptions{
+	o.shm, err = shm.Listen(o.KV, shm.ServerOptions{
 		SocketPath: paths.Socket, RingDir: paths.Rings, PoolPath: paths.Pool, Owner: instanceKey,
 		PollMode: mode, Log: log, Registerer: reg,
 	})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,4 +253,47 @@ func TestKeyOfADeadOwnerIsUnavailable(t *testing.T) {
 	got, err = read(t, os[1], key)
 	require.NoError(t, err)
 	require.Equal(t, "again", string(got))
+}
+
+// Put if absent / if present are decided at the key's home, for the whole
+// cluster; a refused conditional put leaves the value where it was.
+func TestConditionalPutsAcrossOwners(t *testing.T) {
+	os := startCluster(t, 3, 2*time.Second)
+	ctx := context.Background()
+	_, err := os[0].node.Put(ctx, "lock", []byte("o0"), kv.PutOptions{IfAbsent: true})
+	require.NoError(t, err)
+	_, err = os[1].node.Put(ctx, "lock", []byte("o1"), kv.PutOptions{IfAbsent: true})
+	require.ErrorIs(t, err, kv.ErrExists, "another owner's copy counts")
+	_, err = os[0].node.Put(ctx, "lock", []byte("o0 again"), kv.PutOptions{IfAbsent: true})
+	require.ErrorIs(t, err, kv.ErrExists)
+	for _, o := range os {
+		got, err := read(t, o, "lock")
+		require.NoError(t, err)
+		require.Equal(t, "o0", string(got), "a refused put leaves the value")
+	}
+	_, err = os[2].node.Put(ctx, "nokey", []byte("x"), kv.PutOptions{IfPresent: true})
+	require.ErrorIs(t, err, kv.ErrNotFound)
+	_, err = os[2].node.Put(ctx, "lock", []byte("o2"), kv.PutOptions{IfPresent: true})
+	require.NoError(t, err)
+	got, err := read(t, os[0], "lock")
+	require.NoError(t, err)
+	require.Equal(t, "o2", string(got))
+
+	// Many owners race for one key: exactly one wins.
+	var wins atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, err := os[i%3].node.Put(ctx, "race", []byte(fmt.Sprint(i)), kv.PutOptions{IfAbsent: true})
+			if err == nil {
+				wins.Add(1)
+			} else {
+				require.ErrorIs(t, err, kv.ErrExists)
+			}
+		}(i)
+	}
+	wg.Wait()
+	require.Equal(t, int64(1), wins.Load())
 }

@@ -110,7 +110,10 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 				return json.Marshal(writeResp{Status: "nosession"})
 			}
 		}
-		v, id, sid, err := n.homeWrite(ctx, req)
+		v, id, sid, status, err := n.homeWrite(ctx, req)
+		if status != "" {
+			return json.Marshal(writeResp{Status: status})
+		}
 		if err != nil {
 			return nil, &transport.RemoteError{Code: transport.CodeUnavailable, Message: err.Error()}
 		}
@@ -180,8 +183,25 @@ func (n *Node) dirChangedLocked() {
 
 // homeWrite runs a write of a key homed here: invalidate every holder, wait
 // until each let go (or its session ended), commit.
-func (n *Node) homeWrite(ctx context.Context, req writeReq) (version, id, session uint64, err error) {
+func (n *Node) homeWrite(ctx context.Context, req writeReq) (version, id, session uint64, status string, err error) {
 	n.dirMu.Lock()
+	if req.IfAbsent || req.IfPresent {
+		// The condition is checked and the write begun in one step, with no
+		// other write of the key in progress: the write is ordered right
+		// after the state it checked.
+		exists, busy := n.dir.Exists(req.Key)
+		switch {
+		case busy:
+			n.dirMu.Unlock()
+			return 0, 0, 0, stBusy, nil
+		case req.IfAbsent && exists:
+			n.dirMu.Unlock()
+			return 0, 0, 0, stExists, nil
+		case req.IfPresent && !exists:
+			n.dirMu.Unlock()
+			return 0, 0, 0, "notfound", nil
+		}
+	}
 	id, inv := n.dir.BeginWrite(req.Key, directory.Holder(req.Writer), req.Remove, req.Size)
 	n.dirMu.Unlock()
 	var inv0 = inv
@@ -194,7 +214,7 @@ func (n *Node) homeWrite(ctx context.Context, req writeReq) (version, id, sessio
 			n.dirChangedLocked()
 			n.dirMu.Unlock()
 			n.sendInvalidations(next)
-			return v, id, sid, err
+			return v, id, sid, "", err
 		}
 		ch := n.changed
 		n.dirMu.Unlock()
@@ -206,7 +226,7 @@ func (n *Node) homeWrite(ctx context.Context, req writeReq) (version, id, sessio
 			n.dirChangedLocked()
 			n.dirMu.Unlock()
 			n.sendInvalidations(next)
-			return 0, 0, 0, fmt.Errorf("write of %q abandoned: %w", req.Key, ctx.Err())
+			return 0, 0, 0, "", fmt.Errorf("write of %q abandoned: %w", req.Key, ctx.Err())
 		}
 	}
 }

@@ -25,6 +25,7 @@ const (
 	stPending = "pending" // claims: the round is not over yet
 	stNotYet  = "notyet"  // claims: the home has not reached that epoch yet
 	stStale   = "stale"
+	stExists  = "exists" // a put if absent found the key
 )
 
 // Control messages are small JSON documents; bulk bytes never travel in
@@ -70,7 +71,10 @@ type writeReq struct {
 	Epoch  uint64 `json:"epoch"`
 	Writer string `json:"writer"`
 	Remove bool   `json:"remove,omitempty"`
-	Size   uint64 `json:"size,omitempty"`
+	// IfAbsent, IfPresent: conditional puts, checked at the home.
+	IfAbsent  bool   `json:"if_absent,omitempty"`
+	IfPresent bool   `json:"if_present,omitempty"`
+	Size      uint64 `json:"size,omitempty"`
 }
 
 type writeResp struct {

@@ -96,6 +96,7 @@ type Node struct {
 	sessions    map[string]time.Time     // home -> session deadline as this node believes it
 	sessIDs     map[string]uint64        // home -> newest session id it gave us
 	renewing    map[string]bool          // homes with a background renewal in flight
+	conds       map[*kv.Reservation]cond // conditions of reservations made by Reserve
 	closed      bool
 	conns       map[string]transport.Conn
 
@@ -143,7 +144,7 @@ func New(o Options) *Node {
 	}
 	n := &Node{
 		o: o, self: o.Self.Incarnation(), byName: map[string]Peer{}, local: map[string]localCopy{},
-		gen: map[string]uint64{}, invalidated: map[string]uint64{}, writing: map[string]chan struct{}{}, sessions: map[string]time.Time{}, sessIDs: map[string]uint64{}, renewing: map[string]bool{},
+		gen: map[string]uint64{}, invalidated: map[string]uint64{}, writing: map[string]chan struct{}{}, sessions: map[string]time.Time{}, sessIDs: map[string]uint64{}, renewing: map[string]bool{}, conds: map[*kv.Reservation]cond{},
 		conns: map[string]transport.Conn{}, dir: directory.New(o.SessionTTL, 0), changed: make(chan struct{}),
 		epochCh: make(chan struct{}), roundHave: map[string]bool{}, roundDone: make(chan struct{}),
 		pins: map[uint64]pinned{}, stop: make(chan struct{}),

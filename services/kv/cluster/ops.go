@@ -290,24 +290,61 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 }
 
 // Put stores value under key: written into this owner's pool, made current
-// at the key's home once every other copy is gone.
+// at the key's home once every other copy is gone. IfAbsent and IfPresent
+// are decided by the home, against the whole cluster.
 func (n *Node) Put(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error) {
 	if err := kv.CheckKey(key); err != nil {
 		return 0, err
 	}
-	r, err := n.o.Store.Reserve(ctx, key, uint64(len(value)), o)
+	r, err := n.Reserve(ctx, key, uint64(len(value)), o)
 	if err != nil {
 		return 0, err
 	}
 	copy(n.o.Store.Bytes(r), value)
-	return n.write(ctx, key, r, o.Replicas)
+	return n.Commit(ctx, r)
 }
 
-// Commit makes a reservation of this owner's store (Store.Reserve, filled
+// cond is a put's condition, checked at the home rather than in this
+// owner's store (which only knows its own copies).
+type cond struct{ ifAbsent, ifPresent bool }
+
+// Reserve makes room for a value of key in this owner's pool (fill it
+// through Store.Bytes, then Commit or Abort here).
+func (n *Node) Reserve(ctx context.Context, key string, size uint64, o kv.PutOptions) (*kv.Reservation, error) {
+	if o.IfAbsent && o.IfPresent {
+		return nil, errors.New("cluster: PutOptions.IfAbsent and IfPresent together can never succeed")
+	}
+	c := cond{o.IfAbsent, o.IfPresent}
+	o.IfAbsent, o.IfPresent = false, false
+	r, err := n.o.Store.Reserve(ctx, key, size, o)
+	if err != nil {
+		return nil, err
+	}
+	if c != (cond{}) {
+		n.mu.Lock()
+		n.conds[r] = c
+		n.mu.Unlock()
+	}
+	return r, nil
+}
+
+// Abort gives up a reservation made by Reserve.
+func (n *Node) Abort(r *kv.Reservation) error {
+	n.mu.Lock()
+	delete(n.conds, r)
+	n.mu.Unlock()
+	return n.o.Store.Abort(r)
+}
+
+// Commit makes a reservation of this owner's store (Reserve, filled
 // through Store.Bytes) the key's current value across the cluster, as Put
 // does with a copy. The reservation is consumed, committed or aborted.
 func (n *Node) Commit(ctx context.Context, r *kv.Reservation) (uint64, error) {
-	return n.write(ctx, r.Key, r, r.Options().Replicas)
+	n.mu.Lock()
+	c := n.conds[r]
+	delete(n.conds, r)
+	n.mu.Unlock()
+	return n.write(ctx, r.Key, r, c, r.Options().Replicas)
 }
 
 // Remove deletes key everywhere; when it returns no owner serves it.
@@ -315,7 +352,7 @@ func (n *Node) Remove(ctx context.Context, key string) error {
 	if err := kv.CheckKey(key); err != nil {
 		return err
 	}
-	_, err := n.write(ctx, key, nil, 0)
+	_, err := n.write(ctx, key, nil, cond{}, 0)
 	return err
 }
 
@@ -324,12 +361,29 @@ type writeState struct {
 	key  string
 	r    *kv.Reservation // nil: a remove
 	done chan struct{}   // set once this write owns writing[key]
+	cond cond
+	// old is the copy this owner stopped serving when the write began,
+	// restored when the home refuses a conditional write without having
+	// touched the key (gen unchanged since).
+	old    localCopy
+	hadOld bool
+	gen    uint64
+}
+
+// restoreOld serves the writer's old copy again after a refused
+// conditional write, unless anything invalidated it meanwhile.
+func (n *Node) restoreOld(ws *writeState) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, now := n.local[ws.key]; ws.hadOld && !now && n.gen[ws.key] == ws.gen && n.o.Store.Exists(ws.key) {
+		n.local[ws.key] = ws.old
+	}
 }
 
 // write runs an overwrite (r != nil) or a remove (r == nil) of key, then
 // makes the replicas a put asked for.
-func (n *Node) write(ctx context.Context, key string, r *kv.Reservation, replicas int) (uint64, error) {
-	v, err := n.writeOnly(ctx, key, r)
+func (n *Node) write(ctx context.Context, key string, r *kv.Reservation, c cond, replicas int) (uint64, error) {
+	v, err := n.writeOnly(ctx, key, r, c)
 	if err != nil || r == nil || replicas <= 1 {
 		return v, err
 	}
@@ -387,8 +441,8 @@ func (n *Node) replicate(ctx context.Context, key string, replicas int) error {
 }
 
 // writeOnly runs the write itself.
-func (n *Node) writeOnly(ctx context.Context, key string, r *kv.Reservation) (uint64, error) {
-	ws := &writeState{key: key, r: r}
+func (n *Node) writeOnly(ctx context.Context, key string, r *kv.Reservation, c cond) (uint64, error) {
+	ws := &writeState{key: key, r: r, cond: c}
 	defer func() {
 		if ws.done != nil {
 			n.mu.Lock()
@@ -434,6 +488,7 @@ func (n *Node) writeOnce(ctx context.Context, ws *writeState) (uint64, bool, pau
 		ws.done = make(chan struct{})
 		n.writing[key] = ws.done
 		n.gen[key]++
+		ws.old, ws.hadOld, ws.gen = n.local[key], n.local[key].home != "", n.gen[key]
 		delete(n.local, key)
 		n.mu.Unlock()
 	}
@@ -448,7 +503,7 @@ func (n *Node) writeOnce(ctx context.Context, ws *writeState) (uint64, bool, pau
 		size = ws.r.Size
 	}
 	var resp writeResp
-	if err := n.call(ctx, home, pathWrite, writeReq{Key: key, Epoch: epoch, Writer: n.self, Remove: ws.r == nil, Size: size}, &resp); err != nil {
+	if err := n.call(ctx, home, pathWrite, writeReq{Key: key, Epoch: epoch, Writer: n.self, Remove: ws.r == nil, Size: size, IfAbsent: ws.cond.ifAbsent, IfPresent: ws.cond.ifPresent}, &resp); err != nil {
 		return 0, false, pause{}, fmt.Errorf("%w: writing %q through its home: %v", ErrUnavailable, key, err)
 	}
 	switch resp.Status {
@@ -462,6 +517,12 @@ func (n *Node) writeOnce(ctx context.Context, ws *writeState) (uint64, bool, pau
 		delete(n.sessions, home)
 		n.mu.Unlock()
 		return 0, false, pause{}, nil
+	case stExists:
+		n.restoreOld(ws)
+		return 0, false, pause{}, fmt.Errorf("%w: %q", kv.ErrExists, key)
+	case "notfound":
+		n.restoreOld(ws)
+		return 0, false, pause{}, fmt.Errorf("%w: %q", kv.ErrNotFound, key)
 	default:
 		return 0, false, pause{}, fmt.Errorf("%w: writing %q: its home refused: %s", ErrUnavailable, key, resp.Status)
 	}

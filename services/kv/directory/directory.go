@@ -232,6 +232,23 @@ func (d *Directory) Lookup(key string) (loc Location, blocked bool, err error) {
 	return Location{Key: key, Version: e.version, Size: e.size, Holders: sortedHolders(e.holders)}, false, nil
 }
 
+// Exists reports whether key has a current value (a lost one included: it
+// exists, unreadable) and whether a write of it is in progress or queued, in
+// which case the answer is not settled yet.
+func (d *Directory) Exists(key string) (exists, busy bool) {
+	if d.round.collecting {
+		return false, true
+	}
+	e := d.entries[key]
+	if e == nil {
+		return false, false
+	}
+	if e.writing != nil || len(e.queue) > 0 {
+		return false, true
+	}
+	return e.version != 0 && !e.removed, false
+}
+
 // AddHolder records that h now holds version of key (it pulled the bytes).
 // It fails with ErrStale when that version is no longer current (a write
 // came between the lookup and the pull: the holder must drop its copy) and

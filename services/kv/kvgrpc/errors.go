@@ -52,6 +52,7 @@ var errorMap = []struct {
 	{kv.ErrLeaseNotFound, codes.NotFound, fluxonv1.ErrorReason_LEASE_NOT_FOUND},
 	{kv.ErrLeaseTTL, codes.InvalidArgument, fluxonv1.ErrorReason_LEASE_TTL_OUT_OF_RANGE},
 	{kv.ErrClosed, codes.Unavailable, fluxonv1.ErrorReason_STORE_CLOSED},
+	{kv.ErrUnavailable, codes.Unavailable, fluxonv1.ErrorReason_KEY_UNAVAILABLE},
 	{kv.ErrBadValue, codes.InvalidArgument, fluxonv1.ErrorReason_BAD_VALUE},
 	{ErrUsePutStream, codes.InvalidArgument, fluxonv1.ErrorReason_USE_PUT_STREAM},
 	{ErrUseGet, codes.ResourceExhausted, fluxonv1.ErrorReason_USE_GET},

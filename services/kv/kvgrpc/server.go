@@ -1,4 +1,4 @@
-// Package kvgrpc serves a kv.Store over gRPC (the fluxon.v1.KV service in
+// Package kvgrpc serves a kv.Backend (an owner's store) over gRPC (the fluxon.v1.KV service in
 // api/proto/fluxon/v1) for remote and non-Go clients, and is the Go client of
 // that service.
 //
@@ -68,15 +68,16 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize)}
 }
 
-// Server implements fluxonv1.KVServer over a kv.Store.
+// Server implements fluxonv1.KVServer over a kv.Backend: a *kv.Store, or an
+// owner's cross-host backend.
 type Server struct {
 	fluxonv1.UnimplementedKVServer
-	store *kv.Store
+	store kv.Backend
 	log   *slog.Logger
 }
 
 // NewServer serves store. A nil log means slog.Default().
-func NewServer(store *kv.Store, log *slog.Logger) *Server {
+func NewServer(store kv.Backend, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -251,7 +252,7 @@ func (s *Server) PutStream(stream grpc.ClientStreamingServer[fluxonv1.PutStreamR
 	if err := checkValue(o.Kind, dst); err != nil {
 		return s.fail(method, err)
 	}
-	v, err := s.store.Commit(r)
+	v, err := s.store.CommitContext(ctx, r)
 	if err != nil {
 		return s.fail(method, err)
 	}
@@ -262,7 +263,7 @@ func (s *Server) PutStream(stream grpc.ClientStreamingServer[fluxonv1.PutStreamR
 // chunk is sent (or the client goes away).
 func (s *Server) Get(req *fluxonv1.GetRequest, stream grpc.ServerStreamingServer[fluxonv1.GetResponse]) error {
 	key := string(req.GetKey())
-	h, err := s.store.Get(key)
+	h, err := s.store.GetContext(stream.Context(), key)
 	if err != nil {
 		return s.fail("Get", err)
 	}
@@ -292,8 +293,8 @@ func (s *Server) Get(req *fluxonv1.GetRequest, stream grpc.ServerStreamingServer
 }
 
 // Remove deletes a key.
-func (s *Server) Remove(_ context.Context, req *fluxonv1.RemoveRequest) (*fluxonv1.RemoveResponse, error) {
-	if err := s.store.Remove(string(req.GetKey())); err != nil {
+func (s *Server) Remove(ctx context.Context, req *fluxonv1.RemoveRequest) (*fluxonv1.RemoveResponse, error) {
+	if err := s.store.RemoveContext(ctx, string(req.GetKey())); err != nil {
 		return nil, s.fail("Remove", err)
 	}
 	return &fluxonv1.RemoveResponse{}, nil
@@ -301,8 +302,8 @@ func (s *Server) Remove(_ context.Context, req *fluxonv1.RemoveRequest) (*fluxon
 
 // Exists reports whether a key is stored; a malformed key is an error, not
 // "absent".
-func (s *Server) Exists(_ context.Context, req *fluxonv1.ExistsRequest) (*fluxonv1.ExistsResponse, error) {
-	_, err := s.store.Stat(string(req.GetKey()))
+func (s *Server) Exists(ctx context.Context, req *fluxonv1.ExistsRequest) (*fluxonv1.ExistsResponse, error) {
+	_, err := s.store.StatContext(ctx, string(req.GetKey()))
 	switch {
 	case err == nil:
 		return &fluxonv1.ExistsResponse{Exists: true}, nil
@@ -313,9 +314,9 @@ func (s *Server) Exists(_ context.Context, req *fluxonv1.ExistsRequest) (*fluxon
 }
 
 // Stat describes a key.
-func (s *Server) Stat(_ context.Context, req *fluxonv1.StatRequest) (*fluxonv1.StatResponse, error) {
+func (s *Server) Stat(ctx context.Context, req *fluxonv1.StatRequest) (*fluxonv1.StatResponse, error) {
 	key := string(req.GetKey())
-	in, err := s.store.Stat(key)
+	in, err := s.store.StatContext(ctx, key)
 	if err != nil {
 		return nil, s.fail("Stat", err)
 	}
@@ -374,7 +375,7 @@ func (s *Server) BatchPut(ctx context.Context, req *fluxonv1.BatchPutRequest) (*
 
 // BatchGet reads each key independently, copying values into the response
 // until MaxBatchBytes; a value that does not fit is reported as ErrUseGet.
-func (s *Server) BatchGet(_ context.Context, req *fluxonv1.BatchGetRequest) (*fluxonv1.BatchGetResponse, error) {
+func (s *Server) BatchGet(ctx context.Context, req *fluxonv1.BatchGetRequest) (*fluxonv1.BatchGetResponse, error) {
 	keys := req.GetKeys()
 	if err := checkBatchKeys(keys); err != nil {
 		return nil, s.fail("BatchGet", err)
@@ -385,7 +386,7 @@ func (s *Server) BatchGet(_ context.Context, req *fluxonv1.BatchGetRequest) (*fl
 		res := &fluxonv1.BatchGetResult{}
 		resp.Results[i] = res
 		key := string(k)
-		h, err := s.store.Get(key)
+		h, err := s.store.GetContext(ctx, key)
 		if err != nil {
 			res.Status = itemStatus(err)
 			continue
@@ -412,14 +413,14 @@ func (s *Server) BatchGet(_ context.Context, req *fluxonv1.BatchGetRequest) (*fl
 }
 
 // BatchRemove deletes each key independently.
-func (s *Server) BatchRemove(_ context.Context, req *fluxonv1.BatchRemoveRequest) (*fluxonv1.BatchRemoveResponse, error) {
+func (s *Server) BatchRemove(ctx context.Context, req *fluxonv1.BatchRemoveRequest) (*fluxonv1.BatchRemoveResponse, error) {
 	keys := req.GetKeys()
 	if err := checkBatchKeys(keys); err != nil {
 		return nil, s.fail("BatchRemove", err)
 	}
 	resp := &fluxonv1.BatchRemoveResponse{Results: make([]*fluxonv1.ItemStatus, len(keys))}
 	for i, k := range keys {
-		resp.Results[i] = itemStatus(s.store.Remove(string(k)))
+		resp.Results[i] = itemStatus(s.store.RemoveContext(ctx, string(k)))
 	}
 	return resp, nil
 }

@@ -50,6 +50,7 @@ func TestErrorMapRoundTrip(t *testing.T) {
 		kv.ErrKeyTooLong: codes.InvalidArgument, kv.ErrEmptyKey: codes.InvalidArgument,
 		kv.ErrLeaseTTL: codes.InvalidArgument, kv.ErrBadValue: codes.InvalidArgument,
 		kv.ErrLeaseNotFound: codes.NotFound, kv.ErrClosed: codes.Unavailable,
+		kv.ErrUnavailable: codes.Unavailable,
 	}
 	for err, code := range want {
 		if got, _ := classify(err); got != code {

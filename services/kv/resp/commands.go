@@ -70,6 +70,9 @@ const (
 	errCursor    = "ERR invalid cursor"
 	errNoProto   = "NOPROTO unsupported protocol version"
 	errOOMPrefix = "OOM command not allowed when used memory > 'maxmemory'."
+	// errUnavailablePrefix starts the reply to a command on a key whose
+	// owners cannot be reached (kv.ErrUnavailable).
+	errUnavailablePrefix = "UNAVAILABLE"
 )
 
 // Reported to clients as this server's identity.
@@ -155,6 +158,10 @@ func storeError(err error, cmd string) string {
 		return "ERR invalid expire time in '" + cmd + "' command"
 	case errors.Is(err, kv.ErrClosed):
 		return "ERR server shutting down: " + err.Error()
+	case errors.Is(err, kv.ErrUnavailable):
+		// Its own prefix, as Redis Cluster's TRYAGAIN and CLUSTERDOWN have:
+		// a client can tell "retry later" from a refused command.
+		return errUnavailablePrefix + " " + err.Error()
 	}
 	return "ERR " + err.Error()
 }
@@ -169,7 +176,7 @@ func absent(err error) bool {
 // get returns a holder of key's live value, or nil when there is none. A key
 // whose lease has ended is gone even before the store's reaper removes it.
 func (c *conn) get(key []byte) (*kv.Holder, error) {
-	h, err := c.srv.store.Get(string(key))
+	h, err := c.srv.store.GetContext(c.srv.ctx, string(key))
 	if err != nil {
 		if absent(err) {
 			return nil, nil
@@ -194,7 +201,7 @@ func (c *conn) release(h *kv.Holder) {
 // stat returns key's info; ok is false when the key is absent or its lease
 // has ended.
 func (c *conn) stat(key []byte) (kv.Info, bool, error) {
-	info, err := c.srv.store.Stat(string(key))
+	info, err := c.srv.store.StatContext(c.srv.ctx, string(key))
 	if err != nil {
 		if absent(err) {
 			return kv.Info{}, false, nil
@@ -303,7 +310,7 @@ func cmdSet(c *conn, args [][]byte) {
 	if c.pending != nil { // "SET key value" with the value already in the pool
 		r := c.pending
 		c.pending = nil
-		if _, err := st.Commit(r); err != nil {
+		if _, err := st.CommitContext(c.srv.ctx, r); err != nil {
 			c.fail(storeError(err, "set"))
 			return
 		}
@@ -362,7 +369,7 @@ func cmdMset(c *conn, args [][]byte) {
 func cmdDel(c *conn, args [][]byte) {
 	n := 0
 	for _, k := range args[1:] {
-		err := c.srv.store.Remove(string(k))
+		err := c.srv.store.RemoveContext(c.srv.ctx, string(k))
 		switch {
 		case err == nil:
 			n++
@@ -469,7 +476,7 @@ func cmdExpire(c *conn, args [][]byte) {
 	}
 	key := string(args[1])
 	if ttl <= 0 { // a time in the past deletes the key, as in Redis
-		err = c.srv.store.Remove(key)
+		err = c.srv.store.RemoveContext(c.srv.ctx, key)
 	} else {
 		err = c.srv.store.Expire(key, ttl)
 	}
@@ -723,7 +730,7 @@ func cmdFlush(c *conn, args [][]byte) {
 	for {
 		keys, next := c.srv.store.Scan(cursor, flushBatch, nil)
 		for _, k := range keys {
-			if err := c.srv.store.Remove(k); err != nil && !absent(err) {
+			if err := c.srv.store.RemoveContext(c.srv.ctx, k); err != nil && !absent(err) {
 				c.fail(storeError(err, strings.ToLower(string(args[0]))))
 				return
 			}

@@ -100,7 +100,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // startServer serves st on a loopback port until the test ends.
-func startServer(t testing.TB, st Store, o Options) *Server {
+func startServer(t testing.TB, st kv.Backend, o Options) *Server {
 	t.Helper()
 	if o.Log == nil {
 		o.Log = quietLog()

@@ -51,31 +51,6 @@ const (
 // ErrServerClosed is returned by Serve and ListenAndServe after Close.
 var ErrServerClosed = errors.New("resp: server closed")
 
-// Store is what the server needs of the KV store; *kv.Store satisfies it.
-type Store interface {
-	Put(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error)
-	// Get returns a reference to the value in place (zero copy): the server
-	// writes h.Bytes() to the socket, then closes h.
-	Get(key string) (*kv.Holder, error)
-	Remove(key string) error
-	Stat(key string) (kv.Info, error)
-	// Expire binds key to a lease of its own that ends after ttl.
-	Expire(key string, ttl time.Duration) error
-	TTL(key string) (time.Duration, bool, error)
-	LeaseTTL(id kv.LeaseID) (time.Duration, error)
-	Scan(cursor uint64, count int, match func(string) bool) ([]string, uint64)
-	Len() int
-	Stats() kv.Stats
-	// Reserve, Bytes, Commit and Abort let a large SET land in the pool
-	// straight from the socket.
-	Reserve(ctx context.Context, key string, size uint64, o kv.PutOptions) (*kv.Reservation, error)
-	Bytes(r *kv.Reservation) []byte
-	Commit(r *kv.Reservation) (uint64, error)
-	Abort(r *kv.Reservation) error
-}
-
-var _ Store = (*kv.Store)(nil)
-
 // Options configure a Server. Zero values take the defaults.
 type Options struct {
 	// MaxClients is how many connections are served at once; one more is
@@ -131,7 +106,7 @@ func (o Options) withDefaults(st kv.Stats) Options {
 // Lock order: Server.mu only; it is never held while calling the store or
 // doing I/O.
 type Server struct {
-	store Store
+	store kv.Backend
 	opts  Options
 	lim   limits
 	log   *slog.Logger
@@ -155,10 +130,11 @@ type Server struct {
 	rejected   atomic.Uint64
 }
 
-// NewServer returns a server over store. Call Serve or ListenAndServe to
-// start it and Close to stop it; the store stays the caller's to close,
-// after Close returns.
-func NewServer(store Store, opts Options) *Server {
+// NewServer returns a server over store: a *kv.Store, or an owner's
+// cross-host backend. Call Serve or ListenAndServe to start it and Close to
+// stop it; the store stays the caller's to close, after Close returns. Close
+// ends the waits of commands in progress (a read from another host).
+func NewServer(store kv.Backend, opts Options) *Server {
 	opts = opts.withDefaults(store.Stats())
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{

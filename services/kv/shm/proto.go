@@ -114,13 +114,17 @@ const (
 	stClosed
 	stBadRequest
 	stInternal
+	// stUnavailable: the key's owners cannot be reached now (a cross-host
+	// read or write of an owner in a cluster); appended so that the codes
+	// before it keep their values.
+	stUnavailable
 )
 
 var statusErrors = map[uint8]error{
 	stNotFound: kv.ErrNotFound, stExists: kv.ErrExists, stInflight: kv.ErrInflight, stEmptyKey: kv.ErrEmptyKey,
 	stKeyTooLong: kv.ErrKeyTooLong, stValueTooLarge: kv.ErrValueTooLarge, stPoolFull: kv.ErrPoolFull,
 	stLeaseNotFound: kv.ErrLeaseNotFound, stLeaseTTL: kv.ErrLeaseTTL, stClosed: kv.ErrClosed,
-	stBadRequest: ErrProtocol, stInternal: ErrOwner,
+	stBadRequest: ErrProtocol, stInternal: ErrOwner, stUnavailable: kv.ErrUnavailable,
 }
 
 // Errors of this package.

@@ -40,8 +40,11 @@ type ServerOptions struct {
 // Server accepts externals on the owner's host.
 type Server struct {
 	o     ServerOptions
-	store *kv.Store
+	store kv.Backend
 	ln    *net.UnixListener
+	// ctx ends with Close: it stops requests waiting on other hosts.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.Mutex
 	sessions map[uint64]*session
@@ -54,8 +57,10 @@ type Server struct {
 	mOps      *prometheus.CounterVec
 }
 
-// Listen starts serving externals.
-func Listen(store *kv.Store, o ServerOptions) (*Server, error) {
+// Listen starts serving externals over store: a *kv.Store, or an owner's
+// cross-host backend (whose requests may wait on other hosts; a session's
+// requests are served in order, so such a wait delays that external only).
+func Listen(store kv.Backend, o ServerOptions) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -79,7 +84,8 @@ func Listen(store *kv.Store, o ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", o.SocketPath, err)
 	}
-	s := &Server{o: o, store: store, ln: ln, sessions: map[uint64]*session{},
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{o: o, store: store, ln: ln, ctx: ctx, cancel: cancel, sessions: map[uint64]*session{},
 		mAttached: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fluxon_owner_externals_attached", Help: "Externals attached through shared memory."}),
 		mReclaims: prometheus.NewCounter(prometheus.CounterOpts{Name: "fluxon_owner_references_reclaimed_total", Help: "References released because their external went away without releasing them."}),
 		mOps:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fluxon_owner_shm_ops_total", Help: "Commands served to local externals."}, []string{"op"}),
@@ -105,6 +111,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	err := s.ln.Close()
+	s.cancel()
 	s.mu.Lock()
 	for _, ss := range s.sessions {
 		ss.conn.Close()
@@ -143,6 +150,10 @@ type session struct {
 	sub    *ring.Ring // external -> owner
 	comp   *ring.Ring // owner -> external
 	compMu sync.Mutex // socket-path handlers and the ring loop both complete
+	// ctx ends when the external goes away or the server closes: it stops
+	// the session's requests that wait on other hosts.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu     sync.Mutex
 	nextH  uint64
@@ -174,6 +185,7 @@ func (s *Server) serve(c *net.UnixConn) {
 		s.ringLoop(ss)
 	}()
 	s.socketLoop(ss) // returns when the external closes the socket or dies
+	ss.cancel()
 	ss.sub.ClosePeer()
 	ss.comp.ClosePeer()
 	<-ringDone
@@ -220,6 +232,7 @@ func (s *Server) handshake(c *net.UnixConn) (*session, error) {
 		return nil, err
 	}
 	ss := &session{id: id, hello: h, conn: c, region: region, sub: sub, comp: comp, holds: map[uint64]*kv.Holder{}, writes: map[uint64]*kv.Reservation{}}
+	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	if err := reply(welcome{Session: id, PoolPath: s.o.PoolPath, RingPath: path, SlotSize: SlotSize, Slots: s.o.Slots, RingBytes: ringBytes, Owner: s.o.Owner}); err != nil {
 		s.detach(ss)
 		return nil, err
@@ -232,6 +245,7 @@ func alignUp(n, a int) int { return (n + a - 1) / a * a }
 // detach releases everything an external held: its references, its
 // unfinished writes, its rings.
 func (s *Server) detach(ss *session) {
+	ss.cancel()
 	ss.mu.Lock()
 	held, writes := len(ss.holds), len(ss.writes)
 	for h, hold := range ss.holds {
@@ -351,7 +365,7 @@ func (s *Server) handle(ss *session, req *request) response {
 	case OpPing:
 		return resp
 	case OpGet:
-		h, err := s.store.Get(req.key)
+		h, err := s.store.GetContext(ss.ctx, req.key)
 		if err != nil {
 			return fail(err)
 		}
@@ -380,7 +394,7 @@ func (s *Server) handle(ss *session, req *request) response {
 		if req.flags&flagDict != 0 {
 			o.Kind = kv.KindDict
 		}
-		r, err := s.store.Reserve(context.Background(), req.key, req.a1, o)
+		r, err := s.store.Reserve(ss.ctx, req.key, req.a1, o)
 		if err != nil {
 			return fail(err)
 		}
@@ -405,19 +419,19 @@ func (s *Server) handle(ss *session, req *request) response {
 			}
 			return resp
 		}
-		v, err := s.store.Commit(r)
+		v, err := s.store.CommitContext(ss.ctx, r)
 		if err != nil {
 			return fail(err)
 		}
 		resp.version = v
 		return resp
 	case OpRemove:
-		if err := s.store.Remove(req.key); err != nil {
+		if err := s.store.RemoveContext(ss.ctx, req.key); err != nil {
 			return fail(err)
 		}
 		return resp
 	case OpStat:
-		info, err := s.store.Stat(req.key)
+		info, err := s.store.StatContext(ss.ctx, req.key)
 		if err != nil {
 			return fail(err)
 		}

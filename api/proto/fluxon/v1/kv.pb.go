@@ -118,6 +118,7 @@ const (
 	ErrorReason_BAD_REQUEST              ErrorReason = 14 // INVALID_ARGUMENT: malformed request or stream
 	ErrorReason_SIZE_MISMATCH            ErrorReason = 15 // INVALID_ARGUMENT: PutStream bytes != size
 	ErrorReason_BATCH_TOO_LARGE          ErrorReason = 16 // INVALID_ARGUMENT: too many items or bytes
+	ErrorReason_KEY_UNAVAILABLE          ErrorReason = 17 // UNAVAILABLE: the owners holding the key cannot be reached now; retry
 )
 
 // Enum value maps for ErrorReason.
@@ -140,6 +141,7 @@ var (
 		14: "BAD_REQUEST",
 		15: "SIZE_MISMATCH",
 		16: "BATCH_TOO_LARGE",
+		17: "KEY_UNAVAILABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -159,6 +161,7 @@ var (
 		"BAD_REQUEST":              14,
 		"SIZE_MISMATCH":            15,
 		"BATCH_TOO_LARGE":          16,
+		"KEY_UNAVAILABLE":          17,
 	}
 )
 
@@ -2166,7 +2169,7 @@ const file_fluxon_v1_kv_proto_rawDesc = "" +
 	"\aexpired\x18\f \x01(\x04R\aexpired*6\n" +
 	"\tValueKind\x12\x14\n" +
 	"\x10VALUE_KIND_BYTES\x10\x00\x12\x13\n" +
-	"\x0fVALUE_KIND_DICT\x10\x01*\xd1\x02\n" +
+	"\x0fVALUE_KIND_DICT\x10\x01*\xe6\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKEY_NOT_FOUND\x10\x01\x12\x0e\n" +
@@ -2186,7 +2189,8 @@ const file_fluxon_v1_kv_proto_rawDesc = "" +
 	"\aUSE_GET\x10\r\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x0e\x12\x11\n" +
 	"\rSIZE_MISMATCH\x10\x0f\x12\x13\n" +
-	"\x0fBATCH_TOO_LARGE\x10\x102\xef\a\n" +
+	"\x0fBATCH_TOO_LARGE\x10\x10\x12\x13\n" +
+	"\x0fKEY_UNAVAILABLE\x10\x112\xef\a\n" +
 	"\x02KV\x124\n" +
 	"\x03Put\x12\x15.fluxon.v1.PutRequest\x1a\x16.fluxon.v1.PutResponse\x12B\n" +
 	"\tPutStream\x12\x1b.fluxon.v1.PutStreamRequest\x1a\x16.fluxon.v1.PutResponse(\x01\x126\n" +
