@@ -297,3 +297,22 @@ func TestConditionalPutsAcrossOwners(t *testing.T) {
 	wg.Wait()
 	require.Equal(t, int64(1), wins.Load())
 }
+
+// An owner that has no routing table yet (it is starting) makes operations
+// wait for the first one within their context, rather than fail.
+func TestOperationsWaitForTheFirstTable(t *testing.T) {
+	o := startOwner(t, "o0", time.Unix(1000, 0), "h0", time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := o.node.Put(ctx, "k", []byte("v"), kv.PutOptions{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_ = o.node.SetRouting(1, []Peer{o.peer})
+	}()
+	_, err = o.node.Put(context.Background(), "k", []byte("v"), kv.PutOptions{})
+	require.NoError(t, err)
+	got, err := read(t, o, "k")
+	require.NoError(t, err)
+	require.Equal(t, "v", string(got))
+}

@@ -56,6 +56,28 @@ func (n *Node) epochPause(homeEpoch, ours uint64) pause {
 	return pause{}
 }
 
+// firstTable: before this owner's first routing table, operations wait for
+// it (the owner is starting) instead of failing.
+func (n *Node) firstTable() pause {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.epoch != 0 {
+		return pause{} // it just came: look again
+	}
+	return pause{ch: n.epochCh}
+}
+
+// noTableYet passes err on, except ErrNoRouting before the first table: then
+// the operation waits (firstTable) within its context.
+func (n *Node) noTableYet(err error) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.epoch == 0 && errors.Is(err, ErrNoRouting) {
+		return nil
+	}
+	return err
+}
+
 // Get returns key's current value from this owner's pool, pulling it from a
 // holder first when this owner has no valid copy.
 func (n *Node) Get(ctx context.Context, key string) (*kv.Holder, error) {
@@ -79,7 +101,7 @@ func (n *Node) getOnce(ctx context.Context, key string) (*kv.Holder, pause, erro
 	defer n.epochMu.RUnlock()
 	home, epoch, err := n.homeOf(key)
 	if err != nil {
-		return nil, pause{}, err
+		return nil, n.firstTable(), n.noTableYet(err)
 	}
 	if h := n.servable(key, home); h != nil {
 		return h, pause{}, nil
@@ -156,7 +178,7 @@ func (n *Node) statOnce(ctx context.Context, key string) (kv.Info, bool, pause, 
 	defer n.epochMu.RUnlock()
 	home, epoch, err := n.homeOf(key)
 	if err != nil {
-		return kv.Info{}, false, pause{}, err
+		return kv.Info{}, false, n.firstTable(), n.noTableYet(err)
 	}
 	if h := n.servable(key, home); h != nil {
 		size := h.Info.Size
@@ -475,7 +497,7 @@ func (n *Node) writeOnce(ctx context.Context, ws *writeState) (uint64, bool, pau
 	key := ws.key
 	home, epoch, err := n.homeOf(key)
 	if err != nil {
-		return 0, false, pause{}, err
+		return 0, false, n.firstTable(), n.noTableYet(err)
 	}
 	if ws.done == nil {
 		// One write of a key at a time on this owner; then stop serving our
