@@ -200,6 +200,8 @@ type OwnerOptions struct {
 	PoolSize uint64
 	// PollMode, if set, is network.poll_mode.
 	PollMode string
+	// TCPReactor, if set, is network.tcp_reactor_mode.
+	TCPReactor string
 }
 
 // OwnerConfig is an owner's YAML: its own pool (shmDir) and shared files
@@ -214,10 +216,23 @@ func OwnerConfig(o OwnerOptions, shmDir, sharedDir string) string {
 	fmt.Fprintf(&b, "contribute_to_cluster_pool_size:\n  dram: %dMiB\n", mibs)
 	fmt.Fprintf(&b, "listen:\n  http: %s:0\n  grpc: %s:%d\n  transport: %s:%d\n  resp: %s:%d\n",
 		o.IP, o.IP, OwnerGRPCPort, o.IP, OwnerTransportPort, o.IP, OwnerRESPPort)
-	if o.PollMode != "" {
-		fmt.Fprintf(&b, "network:\n  poll_mode: %s\n", o.PollMode)
-	}
+	b.WriteString(networkSection(o.PollMode, o.TCPReactor))
 	return b.String()
+}
+
+// networkSection is the config's network section for the modes set.
+func networkSection(pollMode, tcpReactor string) string {
+	if pollMode == "" && tcpReactor == "" {
+		return ""
+	}
+	s := "network:\n"
+	if pollMode != "" {
+		s += "  poll_mode: " + pollMode + "\n"
+	}
+	if tcpReactor != "" {
+		s += "  tcp_reactor_mode: " + tcpReactor + "\n"
+	}
+	return s
 }
 
 // Owner is a running `fluxon owner` inside a namespace host.

@@ -136,7 +136,11 @@ int flx_pool_create(const char *path, uint64_t size, uint64_t segment_size, uint
       FAIL_SYS(fail_unlink);
     }
   }
-  base = mmap(NULL, pool_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  /* The owner maps every page of a preallocated pool now: the first write of a value
+   * (often straight from a socket) then takes no page faults. Clients that attach map
+   * lazily: populating a large pool per client would cost seconds and page tables. */
+  int populate = (flags & FLX_POOL_SPARSE) ? 0 : MAP_POPULATE;
+  base = mmap(NULL, pool_size, PROT_READ | PROT_WRITE, MAP_SHARED | populate, fd, 0);
   if (base == MAP_FAILED) FAIL_SYS(fail_unlink);
 
   p = calloc(1, sizeof *p);

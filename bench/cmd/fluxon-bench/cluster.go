@@ -150,7 +150,7 @@ func startCluster(ctx context.Context, log io.Writer, o options, p plan, dir str
 				return c, err
 			}
 			ow, err := benchenv.StartOwner(ctx, benchenv.OwnerOptions{Bin: o.fluxonBin, Dir: odir, Key: fmt.Sprintf("o%d", i+1),
-				NS: host.NS, IP: host.IP, Etcd: c.etcd.URL, PoolSize: mem, PollMode: o.pollMode})
+				NS: host.NS, IP: host.IP, Etcd: c.etcd.URL, PoolSize: mem, PollMode: o.pollMode, TCPReactor: o.tcpReactor})
 			if err != nil {
 				return c, err
 			}

@@ -104,6 +104,7 @@ gets of 16 MiB values next to iperf3 over the same link.`,
 	f.StringVar(&o.mem, "mem", "", "memory for each system: fluxon's pool and redis's maxmemory (default: the workloads' need, at most 35% of available memory each)")
 	f.StringVar(&o.fluxonBin, "fluxon", "bin/fluxon", "the fluxon binary (make build)")
 	f.StringVar(&o.redisBin, "redis-server", "redis-server", "the redis-server binary")
+	f.StringVar(&o.tcpReactor, "tcp-reactor", "", "with --hosts: the owners' network.tcp_reactor_mode, busy_poll or event_driven (default: fluxon's)")
 	f.StringVar(&o.pollMode, "poll-mode", "", "fluxon's network.poll_mode: busy_poll or event_driven (default: fluxon's, busy_poll)")
 	f.IntVar(&o.redisIOThreads, "redis-io-threads", 1, "redis-server io-threads (1: Debian's default, single-threaded I/O)")
 	f.IntVar(&o.hosts, "hosts", 1, "hosts; 1 runs on this host, more runs each in a network namespace (root) with its own owner and clients (make bench-cluster)")

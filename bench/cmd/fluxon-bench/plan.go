@@ -90,6 +90,7 @@ type options struct {
 	mem                 string
 	fluxonBin, redisBin string
 	pollMode            string
+	tcpReactor          string
 	redisIOThreads      int
 	hosts               int
 	xhostKeys           int

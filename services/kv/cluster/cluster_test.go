@@ -3,11 +3,13 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,7 +31,7 @@ type testOwner struct {
 
 // startCluster runs n owners in this process, each with its own pool and
 // its own TCP transport endpoint on loopback.
-func startCluster(t *testing.T, n int, ttl time.Duration) []*testOwner {
+func startCluster(t testing.TB, n int, ttl time.Duration) []*testOwner {
 	t.Helper()
 	var owners []*testOwner
 	var peers []Peer
@@ -46,7 +48,7 @@ func startCluster(t *testing.T, n int, ttl time.Duration) []*testOwner {
 
 // startOwner runs one owner with its own pool and TCP endpoint on loopback;
 // it joins no routing table yet.
-func startOwner(t *testing.T, name string, start time.Time, host string, ttl time.Duration) *testOwner {
+func startOwner(t testing.TB, name string, start time.Time, host string, ttl time.Duration) *testOwner {
 	t.Helper()
 	path := filepath.Join("/dev/shm", fmt.Sprintf("fluxon-cluster-%d-%d", os.Getpid(), rand.Uint64()))
 	p, err := pool.CreateWith(path, 64<<20, 1<<20, pool.Options{})
@@ -315,4 +317,54 @@ func TestOperationsWaitForTheFirstTable(t *testing.T) {
 	got, err := read(t, o, "k")
 	require.NoError(t, err)
 	require.Equal(t, "v", string(got))
+}
+
+// A value of stripeMin bytes or more is pulled in stripes over several
+// connections; the bytes arrive intact and the holder's pin is released
+// once every stripe was sent.
+func TestStripedPullOfALargeValue(t *testing.T) {
+	os := startCluster(t, 2, 2*time.Second)
+	ctx := context.Background()
+	val := make([]byte, stripeMin+12345)
+	for i := range val {
+		val[i] = byte(i * 7)
+	}
+	_, err := os[0].node.Put(ctx, "big", val, kv.PutOptions{})
+	require.NoError(t, err)
+	got, err := read(t, os[1], "big")
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(val, got), "the striped copy differs")
+	require.Eventually(t, func() bool {
+		os[0].node.pinMu.Lock()
+		defer os[0].node.pinMu.Unlock()
+		return len(os[0].node.pins) == 0
+	}, 5*time.Second, 10*time.Millisecond, "the pin is released after the last stripe")
+	os[1].node.mu.Lock()
+	lanes := 0
+	for k := range os[1].node.conns {
+		if strings.HasPrefix(k, os[0].peer.Name()) {
+			lanes++
+		}
+	}
+	os[1].node.mu.Unlock()
+	require.Equal(t, stripes, lanes, "one connection per stripe")
+
+	// A read outside the pinned copy is refused, not served.
+	pin, err := os[0].node.pin(pinReq{Key: "big", Version: mustVersion(t, os[0], "big")})
+	require.NoError(t, err)
+	var pr pinResp
+	require.NoError(t, json.Unmarshal(pin, &pr))
+	c, err := os[1].node.conn(ctx, os[0].peer.Name())
+	require.NoError(t, err)
+	err = c.ReadRemote(ctx, transport.RemoteRef{Offset: pr.Size - 10, Length: 20, Tag: pr.Pin}, make([]byte, 20))
+	require.ErrorContains(t, err, "outside the pinned copy")
+}
+
+func mustVersion(t *testing.T, o *testOwner, key string) uint64 {
+	t.Helper()
+	o.node.mu.Lock()
+	defer o.node.mu.Unlock()
+	lc, ok := o.node.local[key]
+	require.True(t, ok)
+	return lc.version
 }

@@ -315,7 +315,7 @@ func (n *Node) pin(req pinReq) ([]byte, error) {
 	}
 	id := n.pinID.Add(1)
 	n.pinMu.Lock()
-	n.pins[id] = pinned{h: h, expires: time.Now().Add(pinTimeout)}
+	n.pins[id] = pinned{h: h, expires: time.Now().Add(pinTimeout), left: h.Size}
 	n.pinMu.Unlock()
 	return json.Marshal(pinResp{Status: "ok", Pin: id, Size: h.Size})
 }
@@ -414,20 +414,35 @@ func (n *Node) takeClaims(ctx context.Context, req claimsReq) claimsResp {
 	return claimsResp{Status: "done", Session: n.dir.Session(time.Now(), h), Rejected: n.dir.Rejected(h)}
 }
 
-// serveRead hands a pinned copy's bytes to the transport (zero copy on
-// this side); the pin is released once they are sent.
+// serveRead hands (a range of) a pinned copy's bytes to the transport
+// (zero copy on this side); the pin is released once all its bytes are sent.
 func (n *Node) serveRead(ctx context.Context, peer transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
 	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
 	p, ok := n.pins[ref.Tag]
-	delete(n.pins, ref.Tag)
-	n.pinMu.Unlock()
 	if !ok {
 		return nil, nil, &transport.RemoteError{Code: transport.CodeNotFound, Message: fmt.Sprintf("no pinned copy %d", ref.Tag)}
 	}
 	b := p.h.Bytes()
-	if uint64(len(b)) != ref.Length {
-		_ = p.h.Close()
-		return nil, nil, &transport.RemoteError{Code: transport.CodeInvalid, Message: fmt.Sprintf("pinned copy has %d bytes, %d asked", len(b), ref.Length)}
+	if ref.Offset > uint64(len(b)) || ref.Length > uint64(len(b))-ref.Offset || ref.Length > p.left {
+		return nil, nil, &transport.RemoteError{Code: transport.CodeInvalid, Message: fmt.Sprintf("range [%d, +%d) outside the pinned copy of %d bytes (%d not yet read)", ref.Offset, ref.Length, len(b), p.left)}
 	}
-	return b, func() { _ = p.h.Close() }, nil
+	p.left -= ref.Length
+	p.sending++
+	n.pins[ref.Tag] = p
+	release := func() {
+		n.pinMu.Lock()
+		defer n.pinMu.Unlock()
+		p, ok := n.pins[ref.Tag]
+		if !ok {
+			return // expired meanwhile: already closed
+		}
+		p.sending--
+		n.pins[ref.Tag] = p
+		if p.left == 0 && p.sending == 0 {
+			delete(n.pins, ref.Tag)
+			_ = p.h.Close()
+		}
+	}
+	return b[ref.Offset : ref.Offset+ref.Length], release, nil
 }

@@ -129,9 +129,13 @@ type localCopy struct {
 	sent       bool   // the claim went to home under session
 }
 
+// pinned is a copy held for bulk reads of its bytes, in one range or in
+// stripes: it is released once every byte was sent (or when it expires).
 type pinned struct {
 	h       *kv.Holder
 	expires time.Time
+	left    uint64 // bytes not yet handed to a read
+	sending int    // reads whose bytes the transport is still sending
 }
 
 // New returns a node; Start serves it.
@@ -219,8 +223,23 @@ func (n *Node) call(ctx context.Context, to, path string, req, resp any) error {
 }
 
 func (n *Node) conn(ctx context.Context, to string) (transport.Conn, error) {
+	return n.connN(ctx, to, 0)
+}
+
+// connKey names connection i to a peer: 0 carries control requests and
+// small reads, the others are extra lanes for striped bulk reads.
+func connKey(to string, i int) string {
+	if i == 0 {
+		return to
+	}
+	return fmt.Sprintf("%s#%d", to, i)
+}
+
+// connN returns connection i to the named peer, dialling it if needed.
+func (n *Node) connN(ctx context.Context, to string, i int) (transport.Conn, error) {
+	key := connKey(to, i)
 	n.mu.Lock()
-	c := n.conns[to]
+	c := n.conns[key]
 	p, known := n.byName[to]
 	n.mu.Unlock()
 	if c != nil {
@@ -245,7 +264,7 @@ func (n *Node) conn(ctx context.Context, to string) (transport.Conn, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if old := n.conns[to]; old != nil {
+	if old := n.conns[key]; old != nil {
 		select {
 		case <-old.Done():
 		default:
@@ -254,7 +273,7 @@ func (n *Node) conn(ctx context.Context, to string) (transport.Conn, error) {
 			return old, nil
 		}
 	}
-	n.conns[to] = c
+	n.conns[key] = c
 	return c, nil
 }
 

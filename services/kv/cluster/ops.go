@@ -250,10 +250,7 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 		if err != nil {
 			return pause{}, err
 		}
-		c, err := n.conn(ctx, holder)
-		if err == nil {
-			err = c.ReadRemote(ctx, transport.RemoteRef{Length: pin.Size, Tag: pin.Pin}, n.o.Store.Bytes(r))
-		}
+		err = n.readPinned(ctx, holder, pin, n.o.Store.Bytes(r))
 		if err != nil {
 			_ = n.o.Store.Abort(r)
 			lastErr = err
@@ -309,6 +306,42 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 		return pause{}, nil
 	}
 	return pause{}, fmt.Errorf("%w: %q: %v", ErrUnavailable, key, lastErr)
+}
+
+// Striped bulk reads: a copy of at least stripeMin bytes is read in
+// stripes ranges at once, each on its own connection to the holder. One TCP
+// stream leaves a fast link part idle (a single flow's receive path runs on
+// one core); two reach single-stream iperf3 over a veth link where one gets
+// about 75 % of it.
+const (
+	stripeMin = 8 << 20
+	stripes   = 2
+)
+
+// readPinned copies a pinned copy from holder into dst.
+func (n *Node) readPinned(ctx context.Context, holder string, pin pinResp, dst []byte) error {
+	k := 1
+	if pin.Size >= stripeMin {
+		k = stripes
+	}
+	part := (pin.Size + uint64(k) - 1) / uint64(k)
+	errs := make([]error, k)
+	var wg sync.WaitGroup
+	for i := 0; i < k; i++ {
+		off := uint64(i) * part
+		end := min(off+part, pin.Size)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := n.connN(ctx, holder, i)
+			if err == nil {
+				err = c.ReadRemote(ctx, transport.RemoteRef{Offset: off, Length: end - off, Tag: pin.Pin}, dst[off:end])
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Put stores value under key: written into this owner's pool, made current
