@@ -111,6 +111,8 @@ func newKVPut() *cobra.Command {
 	var file string
 	var ttl time.Duration
 	var ifAbsent bool
+	var replicas int
+	var placementHint []string
 	cmd := &cobra.Command{
 		Use:   "put KEY [VALUE]",
 		Short: "Store a value (from the argument, --file, or standard input)",
@@ -138,7 +140,7 @@ func newKVPut() *cobra.Command {
 				return err
 			}
 			return kvRun(cmd, &t, func(ctx context.Context, c *kvgrpc.Client) error {
-				v, err := c.Put(ctx, args[0], value, kv.PutOptions{TTL: ttl, IfAbsent: ifAbsent})
+				v, err := c.Put(ctx, args[0], value, kv.PutOptions{TTL: ttl, IfAbsent: ifAbsent, Replicas: replicas, Placement: placementHint})
 				if err != nil {
 					return err
 				}
@@ -151,6 +153,8 @@ func newKVPut() *cobra.Command {
 	cmd.Flags().StringVarP(&file, "file", "f", "", "read the value from this file")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "remove the key after this long (a lease of its own; at least 1s)")
 	cmd.Flags().BoolVar(&ifAbsent, "if-absent", false, "fail if the key exists")
+	cmd.Flags().IntVar(&replicas, "replicas", 0, "owners on distinct hosts that hold the value when the put returns, this one included")
+	cmd.Flags().StringSliceVar(&placementHint, "placement", nil, "owners (instance keys) that should hold a copy too, e.g. where it will be read")
 	return cmd
 }
 

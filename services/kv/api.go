@@ -44,6 +44,9 @@ var (
 	// partition, an owner that died and has not left the routing table yet,
 	// no routing table yet). Retry later; nothing about the key was changed
 	// by the failed read, and a failed write may or may not have happened.
+	// ErrReplicas: a put is committed, but fewer copies exist than it asked
+	// for (PutOptions.Replicas, Placement).
+	ErrReplicas    = errors.New("fewer replicas than asked")
 	ErrUnavailable = errors.New("key unavailable: the owners that hold it cannot be reached now; retry later")
 )
 
@@ -91,6 +94,11 @@ type PutOptions struct {
 	// Only the cluster KV (services/kv/cluster) acts on it; one owner's
 	// store has nowhere else to put a copy.
 	Replicas int
+	// Placement names owners (instance keys) that should hold a copy too:
+	// a hint for where the value will be read. They count toward Replicas
+	// and come first; an owner not in the routing table fails the hint
+	// (the value is still committed). Cluster KV only, like Replicas.
+	Placement []string
 }
 
 // Info describes one stored object.

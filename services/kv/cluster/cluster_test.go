@@ -368,3 +368,21 @@ func mustVersion(t *testing.T, o *testOwner, key string) uint64 {
 	require.True(t, ok)
 	return lc.version
 }
+
+// A placement hint puts a copy on the named owners (where the value will be
+// read) when the put returns; an unknown owner fails the hint, not the put.
+func TestPutWithPlacementHint(t *testing.T) {
+	os := startCluster(t, 3, 2*time.Second)
+	ctx := context.Background()
+	_, err := os[0].node.Put(ctx, "p", []byte("for o2"), kv.PutOptions{Placement: []string{"o2"}})
+	require.NoError(t, err)
+	require.True(t, os[2].store.Exists("p"), "the hinted owner holds a copy")
+	require.False(t, os[1].store.Exists("p"), "nobody else was asked")
+
+	_, err = os[1].node.Put(ctx, "q", []byte("v"), kv.PutOptions{Placement: []string{"nobody"}})
+	require.ErrorIs(t, err, ErrReplicas)
+	require.ErrorContains(t, err, `placement "nobody": no such owner`)
+	got, err := read(t, os[0], "q")
+	require.NoError(t, err)
+	require.Equal(t, "v", string(got), "the value is committed anyway")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -399,7 +400,7 @@ func (n *Node) Commit(ctx context.Context, r *kv.Reservation) (uint64, error) {
 	c := n.conds[r]
 	delete(n.conds, r)
 	n.mu.Unlock()
-	return n.write(ctx, r.Key, r, c, r.Options().Replicas)
+	return n.write(ctx, r.Key, r, c, r.Options())
 }
 
 // Remove deletes key everywhere; when it returns no owner serves it.
@@ -407,7 +408,7 @@ func (n *Node) Remove(ctx context.Context, key string) error {
 	if err := kv.CheckKey(key); err != nil {
 		return err
 	}
-	_, err := n.write(ctx, key, nil, cond{}, 0)
+	_, err := n.write(ctx, key, nil, cond{}, kv.PutOptions{})
 	return err
 }
 
@@ -437,21 +438,21 @@ func (n *Node) restoreOld(ws *writeState) {
 
 // write runs an overwrite (r != nil) or a remove (r == nil) of key, then
 // makes the replicas a put asked for.
-func (n *Node) write(ctx context.Context, key string, r *kv.Reservation, c cond, replicas int) (uint64, error) {
+func (n *Node) write(ctx context.Context, key string, r *kv.Reservation, c cond, o kv.PutOptions) (uint64, error) {
 	v, err := n.writeOnly(ctx, key, r, c)
-	if err != nil || r == nil || replicas <= 1 {
+	if err != nil || r == nil || (o.Replicas <= 1 && len(o.Placement) == 0) {
 		return v, err
 	}
-	return v, n.replicate(ctx, key, replicas)
+	return v, n.replicate(ctx, key, o.Replicas, o.Placement)
 }
 
 // ErrReplicas: the put is committed, but fewer copies than asked exist.
-var ErrReplicas = errors.New("cluster: fewer replicas than asked")
+var ErrReplicas = kv.ErrReplicas
 
 // replicate asks the owners of the next hosts in key's rendezvous order to
 // pull a copy, and waits for them. It runs outside any operation attempt:
 // the owners asked take their own epoch locks.
-func (n *Node) replicate(ctx context.Context, key string, replicas int) error {
+func (n *Node) replicate(ctx context.Context, key string, replicas int, hint []string) error {
 	n.mu.Lock()
 	self := -1
 	for i, nd := range n.nodes {
@@ -460,12 +461,41 @@ func (n *Node) replicate(ctx context.Context, key string, replicas int) error {
 		}
 	}
 	var targets []string
-	for _, i := range placement.Replicas(placement.KeyHash(key), n.nodes, replicas, self) {
-		if i != self {
-			targets = append(targets, n.nodes[i].ID)
+	var failed []error
+	chosen := map[string]bool{n.self: true}
+	hosts := map[string]bool{}
+	if self >= 0 {
+		hosts[n.nodes[self].Host] = true
+	}
+	for _, want := range hint {
+		found := false
+		for _, nd := range n.nodes {
+			if nd.ID == want || strings.HasPrefix(nd.ID, want+"@") {
+				found = true
+				if !chosen[nd.ID] {
+					chosen[nd.ID] = true
+					hosts[nd.Host] = true
+					targets = append(targets, nd.ID)
+				}
+			}
+		}
+		if !found {
+			failed = append(failed, fmt.Errorf("placement %q: no such owner in the routing table", want))
+		}
+	}
+	// The rest on the next hosts in the key's rendezvous order.
+	for _, i := range placement.Replicas(placement.KeyHash(key), n.nodes, len(n.nodes), self) {
+		if 1+len(targets) >= replicas {
+			break
+		}
+		if nd := n.nodes[i]; !chosen[nd.ID] && !hosts[nd.Host] {
+			chosen[nd.ID] = true
+			hosts[nd.Host] = true
+			targets = append(targets, nd.ID)
 		}
 	}
 	n.mu.Unlock()
+	replicas = max(replicas, 1+len(targets))
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, to := range targets {
@@ -481,7 +511,6 @@ func (n *Node) replicate(ctx context.Context, key string, replicas int) error {
 	}
 	wg.Wait()
 	made := 1
-	var failed []error
 	for _, err := range errs {
 		if err == nil {
 			made++
@@ -489,8 +518,8 @@ func (n *Node) replicate(ctx context.Context, key string, replicas int) error {
 			failed = append(failed, err)
 		}
 	}
-	if made < replicas {
-		return fmt.Errorf("%w: %q has %d of %d copies (%d host(s) in the table): %v", ErrReplicas, key, made, replicas, made+len(failed), errors.Join(failed...))
+	if made < replicas || len(failed) > 0 {
+		return fmt.Errorf("%w: %q has %d of %d copies: %v", ErrReplicas, key, made, replicas, errors.Join(failed...))
 	}
 	return nil
 }

@@ -48,6 +48,7 @@ func protoOptions(o kv.PutOptions) *fluxonv1.PutOptions {
 	return &fluxonv1.PutOptions{
 		LeaseId: int64(o.Lease), TtlMs: durationMs(o.TTL), IfAbsent: o.IfAbsent,
 		IfPresent: o.IfPresent, RejectInflight: o.RejectInflight,
+		Replicas: int32(o.Replicas), Placement: o.Placement,
 	}
 }
 

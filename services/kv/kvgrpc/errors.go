@@ -53,6 +53,7 @@ var errorMap = []struct {
 	{kv.ErrLeaseTTL, codes.InvalidArgument, fluxonv1.ErrorReason_LEASE_TTL_OUT_OF_RANGE},
 	{kv.ErrClosed, codes.Unavailable, fluxonv1.ErrorReason_STORE_CLOSED},
 	{kv.ErrUnavailable, codes.Unavailable, fluxonv1.ErrorReason_KEY_UNAVAILABLE},
+	{kv.ErrReplicas, codes.FailedPrecondition, fluxonv1.ErrorReason_REPLICAS},
 	{kv.ErrBadValue, codes.InvalidArgument, fluxonv1.ErrorReason_BAD_VALUE},
 	{ErrUsePutStream, codes.InvalidArgument, fluxonv1.ErrorReason_USE_PUT_STREAM},
 	{ErrUseGet, codes.ResourceExhausted, fluxonv1.ErrorReason_USE_GET},

@@ -143,6 +143,7 @@ func putOptions(kind fluxonv1.ValueKind, o *fluxonv1.PutOptions) (kv.PutOptions,
 	po := kv.PutOptions{
 		Lease: kv.LeaseID(o.GetLeaseId()), TTL: msDuration(o.GetTtlMs()), IfAbsent: o.GetIfAbsent(),
 		IfPresent: o.GetIfPresent(), RejectInflight: o.GetRejectInflight(), Kind: k,
+		Replicas: int(o.GetReplicas()), Placement: o.GetPlacement(),
 	}
 	if po.Lease != 0 && po.TTL != 0 {
 		return kv.PutOptions{}, fmt.Errorf("%w: lease_id and ttl_ms are mutually exclusive; set one", ErrBadRequest)

@@ -375,6 +375,11 @@ func (w *Writer) Abort() error {
 	return err
 }
 
+// ErrNoReplicasHere: the shared-memory protocol does not carry
+// PutOptions.Replicas and Placement (yet); a put that needs them goes over
+// gRPC (kvgrpc, `fluxon kv put --replicas`).
+var ErrNoReplicasHere = errors.New("shm: PutOptions.Replicas and Placement are not carried over shared memory yet; put through gRPC (fluxon kv put --replicas/--placement)")
+
 func putFlags(o kv.PutOptions) uint8 {
 	var f uint8
 	if o.IfAbsent {
@@ -394,6 +399,9 @@ func putFlags(o kv.PutOptions) uint8 {
 
 // Reserve starts writing a value of size bytes in place.
 func (c *Client) Reserve(ctx context.Context, key string, size uint64, o kv.PutOptions) (*Writer, error) {
+	if o.Replicas > 1 || len(o.Placement) > 0 {
+		return nil, ErrNoReplicasHere
+	}
 	resp, err := c.do(ctx, &request{op: OpReserve, key: key, flags: putFlags(o), a1: size, a2: uint64(o.Lease), a3: uint64(o.TTL / time.Millisecond)})
 	if err != nil {
 		return nil, err

@@ -137,6 +137,20 @@ func TestLongKeysGoOverTheSocket(t *testing.T) {
 	require.ErrorIs(t, err, kv.ErrKeyTooLong)
 }
 
+// Replicas and placement hints do not travel over shared memory: a put that
+// asks for them is refused with a pointer to gRPC, never silently narrowed.
+func TestReplicasAreRefusedOverSharedMemory(t *testing.T) {
+	o := startOwner(t, 8<<20)
+	c := dial(t, o)
+	ctx := context.Background()
+	_, err := c.Put(ctx, "k", []byte("v"), kv.PutOptions{Replicas: 2})
+	require.ErrorIs(t, err, ErrNoReplicasHere)
+	_, err = c.Put(ctx, "k", []byte("v"), kv.PutOptions{Placement: []string{"o2"}})
+	require.ErrorIs(t, err, ErrNoReplicasHere)
+	_, err = c.Get(ctx, "k")
+	require.ErrorIs(t, err, kv.ErrNotFound, "nothing was written")
+}
+
 func TestLeasesFromExternal(t *testing.T) {
 	o := startOwner(t, 8<<20)
 	c := dial(t, o)

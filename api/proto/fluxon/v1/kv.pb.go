@@ -119,6 +119,7 @@ const (
 	ErrorReason_SIZE_MISMATCH            ErrorReason = 15 // INVALID_ARGUMENT: PutStream bytes != size
 	ErrorReason_BATCH_TOO_LARGE          ErrorReason = 16 // INVALID_ARGUMENT: too many items or bytes
 	ErrorReason_KEY_UNAVAILABLE          ErrorReason = 17 // UNAVAILABLE: the owners holding the key cannot be reached now; retry
+	ErrorReason_REPLICAS                 ErrorReason = 18 // FAILED_PRECONDITION: the put is committed, with fewer copies than asked (PutOptions.replicas, placement)
 )
 
 // Enum value maps for ErrorReason.
@@ -142,6 +143,7 @@ var (
 		15: "SIZE_MISMATCH",
 		16: "BATCH_TOO_LARGE",
 		17: "KEY_UNAVAILABLE",
+		18: "REPLICAS",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -162,6 +164,7 @@ var (
 		"SIZE_MISMATCH":            15,
 		"BATCH_TOO_LARGE":          16,
 		"KEY_UNAVAILABLE":          17,
+		"REPLICAS":                 18,
 	}
 )
 
@@ -207,8 +210,16 @@ type PutOptions struct {
 	// reject_inflight fails the put with ABORTED while another put of the same
 	// key is being written.
 	RejectInflight bool `protobuf:"varint,5,opt,name=reject_inflight,json=rejectInflight,proto3" json:"reject_inflight,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// replicas: owners on distinct hosts that hold the value when the put
+	// returns, the writer's included (0, 1: the writer's only). Fewer hosts
+	// than asked: the value is kept and the put fails with FAILED_PRECONDITION
+	// (reason REPLICAS) saying how many copies exist.
+	Replicas int32 `protobuf:"varint,6,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// placement: owners (instance keys) that should hold a copy too, where the
+	// value will be read; they count toward replicas.
+	Placement     []string `protobuf:"bytes,7,rep,name=placement,proto3" json:"placement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutOptions) Reset() {
@@ -274,6 +285,20 @@ func (x *PutOptions) GetRejectInflight() bool {
 		return x.RejectInflight
 	}
 	return false
+}
+
+func (x *PutOptions) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *PutOptions) GetPlacement() []string {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
 }
 
 // ObjectInfo describes one stored value.
@@ -2054,7 +2079,7 @@ var File_fluxon_v1_kv_proto protoreflect.FileDescriptor
 
 const file_fluxon_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x12fluxon/v1/kv.proto\x12\tfluxon.v1\"\xa3\x01\n" +
+	"\x12fluxon/v1/kv.proto\x12\tfluxon.v1\"\xdd\x01\n" +
 	"\n" +
 	"PutOptions\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x03R\aleaseId\x12\x15\n" +
@@ -2062,7 +2087,9 @@ const file_fluxon_v1_kv_proto_rawDesc = "" +
 	"\tif_absent\x18\x03 \x01(\bR\bifAbsent\x12\x1d\n" +
 	"\n" +
 	"if_present\x18\x04 \x01(\bR\tifPresent\x12'\n" +
-	"\x0freject_inflight\x18\x05 \x01(\bR\x0erejectInflight\"\xa8\x01\n" +
+	"\x0freject_inflight\x18\x05 \x01(\bR\x0erejectInflight\x12\x1a\n" +
+	"\breplicas\x18\x06 \x01(\x05R\breplicas\x12\x1c\n" +
+	"\tplacement\x18\a \x03(\tR\tplacement\"\xa8\x01\n" +
 	"\n" +
 	"ObjectInfo\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x12\n" +
@@ -2169,7 +2196,7 @@ const file_fluxon_v1_kv_proto_rawDesc = "" +
 	"\aexpired\x18\f \x01(\x04R\aexpired*6\n" +
 	"\tValueKind\x12\x14\n" +
 	"\x10VALUE_KIND_BYTES\x10\x00\x12\x13\n" +
-	"\x0fVALUE_KIND_DICT\x10\x01*\xe6\x02\n" +
+	"\x0fVALUE_KIND_DICT\x10\x01*\xf4\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKEY_NOT_FOUND\x10\x01\x12\x0e\n" +
@@ -2190,7 +2217,8 @@ const file_fluxon_v1_kv_proto_rawDesc = "" +
 	"\vBAD_REQUEST\x10\x0e\x12\x11\n" +
 	"\rSIZE_MISMATCH\x10\x0f\x12\x13\n" +
 	"\x0fBATCH_TOO_LARGE\x10\x10\x12\x13\n" +
-	"\x0fKEY_UNAVAILABLE\x10\x112\xef\a\n" +
+	"\x0fKEY_UNAVAILABLE\x10\x11\x12\f\n" +
+	"\bREPLICAS\x10\x122\xef\a\n" +
 	"\x02KV\x124\n" +
 	"\x03Put\x12\x15.fluxon.v1.PutRequest\x1a\x16.fluxon.v1.PutResponse\x12B\n" +
 	"\tPutStream\x12\x1b.fluxon.v1.PutStreamRequest\x1a\x16.fluxon.v1.PutResponse(\x01\x126\n" +
