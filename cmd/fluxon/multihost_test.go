@@ -211,13 +211,31 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 	out, code = run(t, dir, "rpc", "call", "o3", "/fluxon/ping", "no master", "--addr", grpc1)
 	require.Equal(t, 0, code, out)
 	require.Equal(t, "no master", out)
+	kvPut(2, "no-master", "written without a master")
+	for i := 0; i < 2; i++ {
+		out, code := kvGet(i, "no-master")
+		require.Equal(t, 0, code, "through o%d without a master: %s", i+1, out)
+		require.Equal(t, "written without a master", out)
+	}
 
-	// etcd stops answering for a while: calls between live members go on.
+	// etcd stops answering for a while: calls between live members go on,
+	// and so do reads and writes of the KV (the routing table in force
+	// stays in force).
 	etcd.Stop()
 	for _, to := range []string{"o2", "o3"} {
 		out, code = run(t, dir, "rpc", "call", to, "/fluxon/ping", "no etcd", "--addr", grpc1, "--timeout", "3s")
 		require.Equal(t, 0, code, "to %s: %s", to, out)
 		require.Equal(t, "no etcd", out)
 	}
+	kvPut(1, "no-etcd", "written with etcd frozen")
+	kvPut(0, "no-master", "overwritten with etcd frozen")
+	for _, i := range []int{0, 2} {
+		out, code := kvGet(i, "no-etcd")
+		require.Equal(t, 0, code, "through o%d with etcd frozen: %s", i+1, out)
+		require.Equal(t, "written with etcd frozen", out)
+	}
+	out, code = kvGet(2, "no-master")
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "overwritten with etcd frozen", out, "an overwrite is seen on another host at once")
 	etcd.Cont()
 }
