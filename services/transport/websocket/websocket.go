@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -172,6 +173,9 @@ func (t *Transport) listenWS(ctx context.Context, addr string) (*wsListener, err
 		// A client that opens a TCP connection and never finishes its
 		// upgrade request costs a goroutine only this long.
 		ReadHeaderTimeout: t.opts.HandshakeTimeout,
+		// Failed TLS handshakes and the like go to the transport's log,
+		// at debug: a stranger's bad request is not this member's problem.
+		ErrorLog: slog.NewLogLogger(t.opts.Log.Handler(), slog.LevelDebug),
 	}
 	l.served = make(chan struct{})
 	go func() {
