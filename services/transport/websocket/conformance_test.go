@@ -33,3 +33,25 @@ func factory(t *testing.T, o transport.Options) transporttest.Setup {
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, factory)
 }
+
+// TestConformanceTLS runs the suite over wss (certificate and CA files),
+// where read interrupts must stay resumable above TLS too.
+func TestConformanceTLS(t *testing.T) {
+	transporttest.Run(t, func(t *testing.T, o transport.Options) transporttest.Setup {
+		certFile, keyFile := writeCert(t, t.TempDir())
+		tr, err := New(Options{Options: o, CertFile: certFile, KeyFile: keyFile, CAFile: certFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return transporttest.Setup{
+			Transport: tr,
+			Addr:      "127.0.0.1:0",
+			RawDial: func(ctx context.Context, addr string) (net.Conn, error) {
+				return tr.dialWS(ctx, addr)
+			},
+			RawListen: func(addr string) (net.Listener, error) {
+				return tr.listenWS(context.Background(), addr)
+			},
+		}
+	})
+}
