@@ -386,3 +386,37 @@ func TestPutWithPlacementHint(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "v", string(got), "the value is committed anyway")
 }
+
+// An owner that was both a key's home and its only holder dies: the key's
+// directory backup on another host makes it read as unavailable once the
+// table drops the owner, not as never written.
+func TestKeyHomedAndHeldByADeadOwnerIsUnavailable(t *testing.T) {
+	os := startCluster(t, 3, time.Second)
+	ctx := context.Background()
+	key := ""
+	for i := 0; key == ""; i++ {
+		if h, _, _ := os[0].node.homeOf(fmt.Sprint("k", i)); h == os[0].peer.Name() {
+			key = fmt.Sprint("k", i)
+		}
+	}
+	_, err := os[0].node.Put(ctx, key, []byte("only on o0"), kv.PutOptions{})
+	require.NoError(t, err)
+	removed := ""
+	for i := 0; removed == ""; i++ {
+		if h, _, _ := os[0].node.homeOf(fmt.Sprint("r", i)); h == os[0].peer.Name() {
+			removed = fmt.Sprint("r", i)
+		}
+	}
+	_, err = os[0].node.Put(ctx, removed, []byte("soon gone"), kv.PutOptions{})
+	require.NoError(t, err)
+	require.NoError(t, os[0].node.Remove(ctx, removed))
+	time.Sleep(5 * backupFlush) // the backups travel in the background
+	require.NoError(t, os[0].node.Close())
+	for _, o := range os[1:] {
+		require.NoError(t, o.node.SetRouting(2, []Peer{os[1].peer, os[2].peer}))
+	}
+	_, err = read(t, os[1], key)
+	require.ErrorIs(t, err, ErrUnavailable)
+	_, err = read(t, os[2], removed)
+	require.ErrorIs(t, err, kv.ErrNotFound, "a removed key stays removed")
+}

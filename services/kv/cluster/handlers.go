@@ -160,6 +160,12 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 		}
 		_ = h.Close()
 		return json.Marshal(statusResp{Status: "ok"})
+	case pathBackup:
+		var req backupReq
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return bad(err)
+		}
+		return n.takeBackups(req)
 	case pathClaimAck:
 		var req claimAckReq
 		if err := json.Unmarshal(payload, &req); err != nil {
@@ -210,6 +216,9 @@ func (n *Node) homeWrite(ctx context.Context, req writeReq) (version, id, sessio
 		n.dirMu.Lock()
 		if n.dir.Prepared(id) {
 			v, next, err := n.dir.Commit(id)
+			if err == nil {
+				defer n.backup(directory.Floor{Key: req.Key, Version: v, Size: req.Size, Removed: req.Remove})
+			}
 			sid := n.dir.Session(time.Now(), directory.Holder(req.Writer))
 			n.dirChangedLocked()
 			n.dirMu.Unlock()
@@ -389,6 +398,7 @@ func (n *Node) takeClaims(ctx context.Context, req claimsReq) claimsResp {
 			n.dir.EndRound(now)
 			close(n.roundDone)
 			n.dirChangedLocked()
+			go n.backupAll()
 		}
 	}
 	done := n.roundDone

@@ -14,6 +14,7 @@ const (
 	pathClaims     = "/kv/claims"
 	pathClaimAck   = "/kv/claim-ack"
 	pathReplicate  = "/kv/replicate"
+	pathBackup     = "/kv/backup"
 )
 
 // Statuses a home answers besides ok/notfound.
@@ -128,4 +129,10 @@ type claimsResp struct {
 type claimAckReq struct {
 	Epoch  uint64 `json:"epoch"`
 	Holder string `json:"holder"`
+}
+
+// backupReq carries floors a home sends to the backup owner of those keys.
+type backupReq struct {
+	Epoch  uint64            `json:"epoch"`
+	Floors []directory.Floor `json:"floors"`
 }

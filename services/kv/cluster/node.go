@@ -97,6 +97,11 @@ type Node struct {
 	sessIDs     map[string]uint64        // home -> newest session id it gave us
 	renewing    map[string]bool          // homes with a background renewal in flight
 	conds       map[*kv.Reservation]cond // conditions of reservations made by Reserve
+	backupQ     map[string][]directory.Floor
+	backupArmed bool
+
+	bmu     sync.Mutex
+	backups map[string]directory.Floor // directory backups of keys homed elsewhere
 	closed      bool
 	conns       map[string]transport.Conn
 
@@ -148,7 +153,7 @@ func New(o Options) *Node {
 	}
 	n := &Node{
 		o: o, self: o.Self.Incarnation(), byName: map[string]Peer{}, local: map[string]localCopy{},
-		gen: map[string]uint64{}, invalidated: map[string]uint64{}, writing: map[string]chan struct{}{}, sessions: map[string]time.Time{}, sessIDs: map[string]uint64{}, renewing: map[string]bool{}, conds: map[*kv.Reservation]cond{},
+		gen: map[string]uint64{}, invalidated: map[string]uint64{}, writing: map[string]chan struct{}{}, sessions: map[string]time.Time{}, sessIDs: map[string]uint64{}, renewing: map[string]bool{}, conds: map[*kv.Reservation]cond{}, backupQ: map[string][]directory.Floor{}, backups: map[string]directory.Floor{},
 		conns: map[string]transport.Conn{}, dir: directory.New(o.SessionTTL, 0), changed: make(chan struct{}),
 		epochCh: make(chan struct{}), roundHave: map[string]bool{}, roundDone: make(chan struct{}),
 		pins: map[uint64]pinned{}, stop: make(chan struct{}),

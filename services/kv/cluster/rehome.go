@@ -87,6 +87,9 @@ func (n *Node) SetRouting(epoch uint64, peers []Peer) error {
 	// copy whose session with its home lapsed may have been skipped by a
 	// write there, so it goes.
 	floorsTo := map[string][]directory.Floor{}
+	// The backups kept here for other homes go to the keys' new homes too:
+	// if a home died, they are all that says its keys existed.
+	floors = append(floors, n.takeAllBackups()...)
 	for _, f := range floors {
 		h := n.homeLocked(f.Key)
 		floorsTo[h] = append(floorsTo[h], f)

@@ -496,6 +496,17 @@ func (d *Directory) Rehome(now time.Time, epoch uint64) ([]Floor, error) {
 	if len(d.writes) > 0 {
 		return nil, fmt.Errorf("directory: %d write(s) in progress at an epoch change", len(d.writes))
 	}
+	out := d.Floors(now)
+	d.entries = map[string]*entry{}
+	d.SetEpoch(epoch)
+	d.round = round{collecting: true, rejects: map[Holder]map[string]uint64{}, unacked: map[Holder]struct{}{}}
+	return out, nil
+}
+
+// Floors returns what the directory knows of its keys as floors: every
+// key with a current version (held, removed with a tombstone, or lost within
+// LostRetention), sorted by key.
+func (d *Directory) Floors(now time.Time) []Floor {
 	var out []Floor
 	for key, e := range d.entries {
 		switch {
@@ -509,10 +520,7 @@ func (d *Directory) Rehome(now time.Time, epoch uint64) ([]Floor, error) {
 		}
 	}
 	slices.SortFunc(out, func(a, b Floor) int { return strings.Compare(a.Key, b.Key) })
-	d.entries = map[string]*entry{}
-	d.SetEpoch(epoch)
-	d.round = round{collecting: true, rejects: map[Holder]map[string]uint64{}, unacked: map[Holder]struct{}{}}
-	return out, nil
+	return out
 }
 
 // Collecting reports whether the directory is still collecting claims.

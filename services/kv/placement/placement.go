@@ -48,14 +48,9 @@ func Home(keyHash uint64, nodes []Node) int {
 	return best
 }
 
-// Replicas returns up to n node indexes for key in rendezvous order, at most
-// one per host, starting with prefer (the writer's own node, -1 for none):
-// the writer keeps a copy, the others go to the next-highest-scoring hosts.
-// Fewer than n come back when there are fewer distinct hosts.
-func Replicas(keyHash uint64, nodes []Node, n, prefer int) []int {
-	if n <= 0 || len(nodes) == 0 {
-		return nil
-	}
+// Rank returns every node index in key's rendezvous order, highest score
+// (the home) first.
+func Rank(keyHash uint64, nodes []Node) []int {
 	order := make([]int, len(nodes))
 	for i := range order {
 		order[i] = i
@@ -70,6 +65,18 @@ func Replicas(keyHash uint64, nodes []Node, n, prefer int) []int {
 		}
 		return nodes[order[a]].ID < nodes[order[b]].ID
 	})
+	return order
+}
+
+// Replicas returns up to n node indexes for key in rendezvous order, at most
+// one per host, starting with prefer (the writer's own node, -1 for none):
+// the writer keeps a copy, the others go to the next-highest-scoring hosts.
+// Fewer than n come back when there are fewer distinct hosts.
+func Replicas(keyHash uint64, nodes []Node, n, prefer int) []int {
+	if n <= 0 || len(nodes) == 0 {
+		return nil
+	}
+	order := Rank(keyHash, nodes)
 	out := make([]int, 0, n)
 	hosts := map[string]bool{}
 	take := func(i int) {

@@ -92,3 +92,14 @@ func TestReplicasDistinctHostsWriterFirst(t *testing.T) {
 		require.Equal(t, Home(h, ns), Replicas(h, ns, 2, -1)[0])
 	}
 }
+
+func TestRankStartsWithTheHome(t *testing.T) {
+	nodes := []Node{{ID: "a", Host: "h1"}, {ID: "b", Host: "h1"}, {ID: "c", Host: "h2"}, {ID: "d", Host: "h3"}}
+	for k := 0; k < 200; k++ {
+		h := KeyHash(fmt.Sprint("key", k))
+		r := Rank(h, nodes)
+		require.Len(t, r, len(nodes))
+		require.Equal(t, Home(h, nodes), r[0])
+		require.ElementsMatch(t, []int{0, 1, 2, 3}, r)
+	}
+}
