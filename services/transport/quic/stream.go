@@ -3,6 +3,7 @@ package quic
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/fluxon-dev/fluxon/services/transport"
 )
 
 // Application error codes in CONNECTION_CLOSE frames.
@@ -108,6 +111,12 @@ func (c *streamConn) mapErr(op string, err error) error {
 		if ae.ErrorCode == codeClose {
 			return io.EOF
 		}
+	}
+	// In TLS 1.3 the client finishes first, so a listener's refusal of its
+	// certificate arrives on the stream, after Dial's QUIC handshake.
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.ErrorCode.IsCryptoError() {
+		err = fmt.Errorf("%w: TLS: %w; check the certificates (CertFile, KeyFile, CAFile) on both sides", transport.ErrRefused, err)
 	}
 	return &net.OpError{Op: op, Net: "quic", Source: c.qc.LocalAddr(), Addr: c.qc.RemoteAddr(), Err: err}
 }
