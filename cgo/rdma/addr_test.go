@@ -67,7 +67,10 @@ func TestAddrDecodeErrors(t *testing.T) {
 		{"mtu 6", mut(func(b []byte) []byte { b[11] = 6; return b }), "mtu 6"},
 		{"port 0", mut(func(b []byte) []byte { b[10] = 0; return b }), "port 0"},
 		{"empty region", mut(func(b []byte) []byte { copy(b[60:68], make([]byte, 8)); return b }), "length 0"},
-		{"wrapping region", mut(func(b []byte) []byte { copy(b[52:60], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}); return b }), "length"},
+		{"wrapping region", mut(func(b []byte) []byte {
+			copy(b[52:60], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			return b
+		}), "length"},
 	}
 	for _, c := range cases {
 		var out Addr
