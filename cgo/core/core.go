@@ -34,6 +34,7 @@ const (
 	EAGAIN    Code = C.FLX_EAGAIN
 	ETOOBIG   Code = C.FLX_ETOOBIG
 	ENOTSUP   Code = C.FLX_ENOTSUP
+	ENODEV    Code = C.FLX_ENODEV
 )
 
 func (c Code) String() string { return C.GoString(C.flx_strerror(C.int(c))) }

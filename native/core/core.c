@@ -21,6 +21,7 @@ const char *flx_strerror(int code) {
   case FLX_EAGAIN: return "FLX_EAGAIN: try again";
   case FLX_ETOOBIG: return "FLX_ETOOBIG: too big";
   case FLX_ENOTSUP: return "FLX_ENOTSUP: not supported on this host";
+  case FLX_ENODEV: return "FLX_ENODEV: no device";
   default: return "FLX_E?: unknown error code";
   }
 }

@@ -29,6 +29,7 @@ enum flx_err {
   FLX_EAGAIN = -9,      /* ring full or empty; try again */
   FLX_ETOOBIG = -10,    /* request larger than the structure can ever hold */
   FLX_ENOTSUP = -11,    /* feature or device not available on this host */
+  FLX_ENODEV = -12,     /* no RDMA (or other) device on this host, or none usable */
 };
 
 /* Returns a static, human-readable name for an flx_err code ("FLX_ENOMEM"). */
