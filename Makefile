@@ -5,7 +5,9 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/fluxon
 NATIVE_ASAN := build/native-asan
-GO_TEST_FLAGS ?= -race -tags invariants -timeout 20m
+# The ucx transport is built (and tested) where pkg-config finds libucx.
+UCX_TAG := $(shell pkg-config --exists ucx 2>/dev/null && echo ucx)
+GO_TEST_FLAGS ?= -race -tags "invariants $(UCX_TAG)" -timeout 20m
 export CGO_ENABLED := 1
 
 .PHONY: all deps build run test native-test vet fmt-check go-test clean help proto
@@ -40,6 +42,7 @@ native-test:
 
 vet:
 	$(GO) vet ./...
+	$(if $(UCX_TAG),$(GO) vet -tags ucx ./cgo/ucx ./services/transport/ucx)
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

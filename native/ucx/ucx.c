@@ -23,6 +23,7 @@ struct flx_ucx_ep {
   flx_ucx_node *node;
   ucp_ep_h ep;
   atomic_int failed;
+  int peer_errors; /* created with UCP_ERR_HANDLING_MODE_PEER */
 };
 
 struct flx_ucx_mem {
@@ -175,8 +176,10 @@ int flx_ucx_ep_open(flx_ucx_node *n, const void *addr, size_t len, flx_ucx_ep **
   p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   p.err_handler.cb = ep_error;
   p.err_handler.arg = e;
+  e->peer_errors = 1;
   ucs_status_t s = ucp_ep_create(n->worker, &p, &e->ep);
   if (s == UCS_ERR_UNREACHABLE) {
+    e->peer_errors = 0;
     /* UCX 1.13's shared-memory transports cannot detect a dead peer, so it
      * refuses them an ep with peer error handling; take one without. */
     p.field_mask &= ~(uint64_t)(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER);
@@ -231,9 +234,10 @@ void flx_ucx_ep_close(flx_ucx_ep *e) {
   ucp_request_param_t p;
   memset(&p, 0, sizeof(p));
   p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-  /* A clean close flushes, which needs the peer; a failed or dead peer is
-   * dropped at once. */
-  p.flags = atomic_load(&e->failed) ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  /* Callers close an ep with nothing in flight, so there is nothing to
+   * flush: force the close where UCX allows it (peer error handling), which
+   * never waits on a peer that may be dead. */
+  p.flags = e->peer_errors ? UCP_EP_CLOSE_FLAG_FORCE : 0;
   p.cb.send = op_done;
   p.user_data = &w;
   ucs_status_t s = wait_req(ucp_ep_close_nbx(e->ep, &p), &w);

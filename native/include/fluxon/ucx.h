@@ -56,7 +56,7 @@ int flx_ucx_node_address(flx_ucx_node *n, void *buf, size_t cap, size_t *len);
  * a UCX status; over shared memory alone (UCX 1.13) they cannot, and a read
  * from a peer that died mid-read waits for the caller to close the ep. */
 int flx_ucx_ep_open(flx_ucx_node *n, const void *addr, size_t len, flx_ucx_ep **out);
-/* Flushes (or, after a failure, force-closes) the ep and frees it. */
+/* Closes the ep and frees it. No get may be in flight on it. */
 void flx_ucx_ep_close(flx_ucx_ep *ep);
 
 /* Maps [addr, addr+len) for remote access and returns a handle. */
