@@ -12,6 +12,9 @@
 #include <ucp/api/ucp.h>
 
 struct flx_ucx_node {
+  /* Set once an ep with peer error handling was refused (sm-only UCX_TLS):
+   * later eps skip the attempt, and UCX's error log, at once. */
+  atomic_int no_peer_errors;
   ucp_context_h ctx;
   ucp_worker_h worker;
   int efd;
@@ -176,9 +179,11 @@ int flx_ucx_ep_open(flx_ucx_node *n, const void *addr, size_t len, flx_ucx_ep **
   p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   p.err_handler.cb = ep_error;
   p.err_handler.arg = e;
-  e->peer_errors = 1;
-  ucs_status_t s = ucp_ep_create(n->worker, &p, &e->ep);
+  e->peer_errors = !atomic_load(&n->no_peer_errors);
+  ucs_status_t s = UCS_ERR_UNREACHABLE;
+  if (e->peer_errors) s = ucp_ep_create(n->worker, &p, &e->ep);
   if (s == UCS_ERR_UNREACHABLE) {
+    if (e->peer_errors) atomic_store(&n->no_peer_errors, 1);
     e->peer_errors = 0;
     /* UCX 1.13's shared-memory transports cannot detect a dead peer, so it
      * refuses them an ep with peer error handling; take one without. */
