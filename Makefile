@@ -3,11 +3,15 @@
 #   make test   install deps, C tests under ASan/UBSan, go vet, go test -race
 SHELL := /bin/bash
 GO ?= go
+comma := ,
 BIN := bin/fluxon
 NATIVE_ASAN := build/native-asan
-# rdma: the libibverbs wrappers (cgo/rdma), built where libibverbs-dev is installed so
-# `make test` exercises the real no-device path; the default `go build` never links it.
-GO_TAGS ?= invariants$(shell pkg-config --exists libibverbs 2>/dev/null && echo ,rdma)
+# Optional native transports, built (and tested) where their libraries are installed:
+# rdma: the libibverbs wrappers (cgo/rdma), so `make test` exercises the real no-device path;
+# ucx: the UCX transport (services/transport/ucx). The default `go build` links neither.
+RDMA_TAG := $(shell pkg-config --exists libibverbs 2>/dev/null && echo rdma)
+UCX_TAG := $(shell pkg-config --exists ucx 2>/dev/null && echo ucx)
+GO_TAGS ?= $(subst $(eval) ,$(comma),$(strip invariants $(RDMA_TAG) $(UCX_TAG)))
 GO_TEST_FLAGS ?= -race -tags $(GO_TAGS) -timeout 20m
 export CGO_ENABLED := 1
 
@@ -43,7 +47,8 @@ native-test:
 
 vet:
 	$(GO) vet ./...
-	$(GO) vet -tags $(GO_TAGS) ./cgo/rdma/...
+	$(if $(RDMA_TAG),$(GO) vet -tags rdma ./cgo/rdma/... ./services/transport/rdma/...)
+	$(if $(UCX_TAG),$(GO) vet -tags ucx ./cgo/ucx ./services/transport/ucx)
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

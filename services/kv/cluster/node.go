@@ -102,8 +102,8 @@ type Node struct {
 
 	bmu     sync.Mutex
 	backups map[string]directory.Floor // directory backups of keys homed elsewhere
-	closed      bool
-	conns       map[string]transport.Conn
+	closed  bool
+	conns   map[string]transport.Conn
 
 	dirMu   sync.Mutex
 	dir     *directory.Directory

@@ -49,6 +49,11 @@ type Setup struct {
 	// Addr, for peers that stop answering or die mid-request. Nil skips
 	// those tests.
 	RawListen func(addr string) (net.Listener, error)
+	// OneSidedBulk, when set, says why ReadRemote's bytes never travel as
+	// bulk frames over the raw byte stream (a one-sided transport: rdma,
+	// ucx); the cases that inject bulk frames by hand are then not run,
+	// and the test log says so with this reason.
+	OneSidedBulk string
 }
 
 // Factory builds a transport with the given options. It is called once

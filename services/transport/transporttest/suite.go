@@ -540,7 +540,12 @@ func testPeerDeathRaw(t *testing.T, f Factory) {
 	})
 	wantErr(t, err, transport.ErrPeerGone)
 
-	// The peer dies in the middle of a bulk transfer.
+	// The peer dies in the middle of a bulk transfer streamed over the
+	// connection. A one-sided transport's bulk bytes do not travel there.
+	if why := e.setup.OneSidedBulk; why != "" {
+		t.Logf("not run: the peer dying mid bulk-read stream: %s", why)
+		return
+	}
 	addr = e.rawServer(func(p *rawPeer) {
 		if err := p.handshakeAsListener(); err != nil {
 			t.Errorf("raw listener: %v", err)
