@@ -148,8 +148,7 @@ func TestRelayRefusals(t *testing.T) {
 	if err := raw(h); !errors.Is(err, ErrLoop) {
 		t.Fatalf("b twice: %v, want ErrLoop", err)
 	}
-	// A trail that already holds c: b accepts (it is not in it), c refuses,
-	// and b passes c's refusal back.
+	// A trail that already holds c, with c still ahead: refused too.
 	h = Header{HopLimit: 8, Trail: []string{"a", "c"}, Via: hops[1:2], Target: tgt}
 	if err := raw(h); !errors.Is(err, ErrLoop) {
 		t.Fatalf("c in trail: %v, want ErrLoop", err)
