@@ -207,6 +207,10 @@ type NetworkConfig struct {
 	// one; by default the host part of listen.transport (listen.grpc on a
 	// master), or this machine's hostname when that host is a wildcard.
 	AdvertiseAddress string `yaml:"advertise_address"`
+	// Relay makes an owner a relay for members without a direct path to
+	// each other (another subnet, a firewall) and lets it dial through
+	// relays itself. Default on for owners; a master cannot relay.
+	Relay bool `yaml:"relay"`
 }
 
 // MasterConfig is master-only.
@@ -271,6 +275,9 @@ func (c *Config) ApplyDefaults(role Role) {
 	}
 
 	if role.hasOwner() {
+		if !c.Network.Relay && !c.inDoc("network.relay") {
+			c.Network.Relay = true
+		}
 		if role == RoleUp && c.ContributeToClusterPoolSize.DRAM == 0 && !c.inDoc("contribute_to_cluster_pool_size.dram") {
 			c.ContributeToClusterPoolSize.DRAM = DefaultUpPoolSize
 		}

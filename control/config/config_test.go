@@ -189,6 +189,8 @@ func dump(c *Config) string {
 			}
 		case reflect.Slice:
 			fmt.Fprintf(&b, "# %s = %q\n", path, v.Interface())
+		case reflect.Bool:
+			fmt.Fprintf(&b, "# %s = %v\n", path, v.Bool())
 		default:
 			fmt.Fprintf(&b, "# %s = %q\n", path, v.Interface())
 		}
@@ -419,7 +421,7 @@ func TestWalkerCoversSchema(t *testing.T) {
 			for _, f := range fieldsOf(typ) {
 				visit(f.typ, join(path, f.name))
 			}
-		case reflect.String:
+		case reflect.String, reflect.Bool:
 			seen++
 		case reflect.Slice:
 			if typ.Elem().Kind() != reflect.String {

@@ -213,6 +213,14 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) *FieldError {
 	switch t.Kind() {
 	case reflect.String:
 		return w.scalar(n, path, "a single value")
+	case reflect.Bool:
+		if ferr := w.scalar(n, path, "true or false"); ferr != nil {
+			return ferr
+		}
+		if v := n.Value; v != "true" && v != "false" {
+			return errAt(ErrType, nodePos(n), path, "expected true or false, got %q", v)
+		}
+		return nil
 	case reflect.Slice:
 		return w.list(n, t, path)
 	case reflect.Map:

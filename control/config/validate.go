@@ -372,6 +372,10 @@ func (v *validator) network() {
 		seen[d] = i
 	}
 
+	if n.Relay && v.role == RoleMaster {
+		v.fail(ErrInvalid, "network.relay", "a master relays nothing (relays are owners); remove the line")
+	}
+
 	v.advertise()
 }
 

@@ -256,3 +256,16 @@ func TestRegistrationSurvivesEtcdRestart(t *testing.T) {
 	time.Sleep(2 * memberTTL)
 	require.Equal(t, []string{"o"}, memberKeys(t, s))
 }
+
+func TestReachGraph(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		s := connect(t, url, "reach")
+		ctx := context.Background()
+		require.NoError(t, s.PublishReach(ctx, "a", []string{"c", "b"}, memberTTL))
+		require.NoError(t, s.PublishReach(ctx, "b", []string{"a"}, memberTTL))
+		require.NoError(t, s.PublishReach(ctx, "a", []string{"b"}, memberTTL)) // a newer probe replaces the old
+		g, err := s.ReachGraph(ctx)
+		require.NoError(t, err)
+		require.Equal(t, map[string][]string{"a": {"b"}, "b": {"a"}}, g)
+	})
+}

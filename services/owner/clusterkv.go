@@ -52,7 +52,7 @@ func (o *Owner) startClusterKV(cfg *config.Config, instanceKey string, log *slog
 	node := cluster.New(cluster.Options{
 		Self:       ownerIdentity(cfg.ClusterName, instanceKey, deps.StartTime),
 		Store:      o.Store,
-		Transport:  tr,
+		Transport:  o.dialVia(tr, log),
 		ListenAddr: addr,
 		Log:        log.With("component", "kv-cluster"),
 	})

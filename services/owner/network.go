@@ -38,7 +38,7 @@ func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logge
 	o.closers = append(o.closers, func() error { cancel(); return res.Close() })
 	node, err := rpc.New(rpc.Options{
 		Local:     ownerIdentity(cfg.ClusterName, instanceKey, deps.StartTime),
-		Transport: tr, ListenAddr: cfg.Listen.Transport, Resolver: res, Log: log, Registerer: reg,
+		Transport: o.dialVia(tr, log), ListenAddr: cfg.Listen.Transport, Resolver: res, Log: log, Registerer: reg,
 	})
 	if err != nil {
 		return err

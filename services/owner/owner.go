@@ -24,6 +24,7 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv/cluster"
 	"github.com/fluxon-dev/fluxon/services/kv/shm"
 	"github.com/fluxon-dev/fluxon/services/rpc"
+	"github.com/fluxon-dev/fluxon/services/transport/relay"
 	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
@@ -96,6 +97,9 @@ type Owner struct {
 	// RPC is the owner's node-to-node RPC endpoint (nil without Deps.Meta).
 	RPC     *rpc.Node
 	closers []func() error
+	// relayRouter finds relay paths (nil: this owner dials directly only).
+	relayRouter relay.Router
+	relaySelf   string
 }
 
 // Deps are what an owner running inside a cluster member gets from it.
@@ -142,6 +146,9 @@ func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometh
 	}
 	o.closers = append(o.closers, o.Store.Close)
 	o.KV = o.Store
+	if err := o.startRelay(cfg, instanceKey, log, deps); err != nil {
+		return nil, err
+	}
 	if err := o.startClusterKV(cfg, instanceKey, log, deps); err != nil {
 		return nil, err
 	}

@@ -144,6 +144,14 @@ func (t *Transport) Dial(ctx context.Context, addr string, local transport.Ident
 		}
 		return nil, fmt.Errorf("%w: %w; is a member listening there? check the address it advertises", transport.ErrUnreachable, err)
 	}
+	return t.DialConn(ctx, nc, local, verify)
+}
+
+// DialConn runs the protocol over nc, a TCP connection the caller already
+// opened (to a relay that splices it to the listener; see transport/relay):
+// the handshake and everything after it go end to end, exactly as over a
+// connection Dial opened. nc belongs to the returned Conn, or is closed.
+func (t *Transport) DialConn(ctx context.Context, nc net.Conn, local transport.Identity, verify transport.Verify) (transport.Conn, error) {
 	s, err := t.prepare(nc)
 	if err != nil {
 		_ = nc.Close()
@@ -151,7 +159,7 @@ func (t *Transport) Dial(ctx context.Context, addr string, local transport.Ident
 	}
 	c, err := framed.Dial(ctx, s, local, verify, t.opts.Options)
 	if err != nil {
-		return nil, err
+		return nil, err // not a nil *framed.Conn in a non-nil interface
 	}
 	return c, nil
 }
