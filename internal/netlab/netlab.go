@@ -38,6 +38,9 @@ type Host struct {
 	Name string // short name, also the namespace suffix
 	NS   string // namespace name
 	IP   string // address on the lab's star network ("" on chain-only hosts)
+	// Node is the host's own address in a star-chain lab (NewStarChain):
+	// reachable from its chain neighbours only. "" elsewhere.
+	Node string
 	// rootLink is this host's veth end in the root namespace (star labs).
 	rootLink string
 	lab      *Lab
@@ -238,6 +241,59 @@ func (l *Lab) chain(n int) error {
 			if err := run(step...); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// NewStarChain makes n hosts that reach the root namespace's Gateway (where
+// a test runs etcd) over the star, but each other only along a chain: h_i's
+// Node address (a /32 on its loopback) is routed from h_{i-1} and h_{i+1}
+// over point-to-point links, and from nowhere else. Nothing forwards, and
+// the star routes only the gateway, so members two hops apart have no path
+// but through a relay. Links use 10.214.<lab>.<4i±>/30, nodes 10.215.<lab>.<i>.
+func NewStarChain(t testing.TB, n int) *Lab {
+	t.Helper()
+	return mustBuild(t, func(l *Lab) error { return l.starChain(n) })
+}
+
+func (l *Lab) starChain(n int) error {
+	if err := l.star(n); err != nil {
+		return err
+	}
+	link := func(i int, left bool) string {
+		if left {
+			return fmt.Sprintf("10.214.%d.%d", l.octet, 4*i+1)
+		}
+		return fmt.Sprintf("10.214.%d.%d", l.octet, 4*i+2)
+	}
+	var steps [][]string
+	for i, h := range l.Hosts {
+		h.Node = fmt.Sprintf("10.215.%d.%d", l.octet, i+1)
+		steps = append(steps,
+			// The star reaches the gateway only.
+			[]string{"ip", "netns", "exec", h.NS, "ip", "route", "del", fmt.Sprintf("10.213.%d.0/24", l.octet), "dev", "eth0"},
+			[]string{"ip", "netns", "exec", h.NS, "ip", "route", "add", l.Gateway + "/32", "dev", "eth0"},
+			[]string{"ip", "netns", "exec", h.NS, "ip", "link", "set", "lo", "up"},
+			[]string{"ip", "netns", "exec", h.NS, "ip", "addr", "add", h.Node + "/32", "dev", "lo"},
+		)
+	}
+	for i := 1; i < n; i++ {
+		a, b := l.Hosts[i-1], l.Hosts[i]
+		ea, eb := fmt.Sprintf("r%d", i), fmt.Sprintf("l%d", i)
+		steps = append(steps,
+			[]string{"ip", "link", "add", ea, "netns", a.NS, "type", "veth", "peer", "name", eb, "netns", b.NS},
+			[]string{"ip", "netns", "exec", a.NS, "ip", "addr", "add", link(i, true) + "/30", "dev", ea},
+			[]string{"ip", "netns", "exec", b.NS, "ip", "addr", "add", link(i, false) + "/30", "dev", eb},
+			[]string{"ip", "netns", "exec", a.NS, "ip", "link", "set", ea, "up"},
+			[]string{"ip", "netns", "exec", b.NS, "ip", "link", "set", eb, "up"},
+			[]string{"ip", "netns", "exec", a.NS, "ip", "route", "add", b.Node + "/32", "via", link(i, false)},
+			[]string{"ip", "netns", "exec", b.NS, "ip", "route", "add", a.Node + "/32", "via", link(i, true)},
+		)
+	}
+	for _, step := range steps {
+		if err := run(step...); err != nil {
+			return err
 		}
 	}
 	return nil

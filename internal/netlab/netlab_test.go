@@ -139,3 +139,26 @@ func TestStartAndCloseWithoutATest(t *testing.T) {
 	}
 	require.Error(t, exec.Command("ip", "link", "show", l.bridge).Run(), "Close removes the bridge")
 }
+
+func TestStarChainReachesNeighboursOnly(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	lab := NewStarChain(t, 4)
+	for _, h := range lab.Hosts {
+		echoIn(t, h, h.Node+":7000")
+	}
+	for i, h := range lab.Hosts {
+		for j, o := range lab.Hosts {
+			if i == j {
+				continue
+			}
+			want := i-j == 1 || j-i == 1
+			require.Equal(t, want, reach(h, o.Node+":7000"), "h%d -> h%d's node address", i+1, j+1)
+		}
+	}
+	serveEcho(t, lab.Gateway+":7001")
+	for _, h := range lab.Hosts {
+		require.True(t, reach(h, lab.Gateway+":7001"), "%s reaches the gateway (etcd)", h.Name)
+	}
+}
