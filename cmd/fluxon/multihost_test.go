@@ -18,6 +18,7 @@ import (
 	"github.com/fluxon-dev/fluxon/internal/netlab"
 	"github.com/fluxon-dev/fluxon/services/kv/placement"
 	"github.com/fluxon-dev/fluxon/services/owner"
+	"github.com/fluxon-dev/fluxon/services/transport/multi"
 )
 
 // keyHomedOn returns a key with prefix that the cluster KV homes on the
@@ -89,7 +90,7 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 		return err == nil && st.Routing != nil && len(st.Routing.Owners) == 3
 	})
 	for i, o := range st.Members[meta.RoleOwner] {
-		require.True(t, strings.HasPrefix(o.Endpoints["rpc"], lab.Hosts[i].IP+":"), "o%d's rpc endpoint is on its host: %v", i+1, o.Endpoints)
+		requireOnHost(t, o.Endpoints["rpc"], lab.Hosts[i].IP, "o%d's rpc endpoints are on its host: %v", i+1, o.Endpoints)
 	}
 	grpc1 := st.Members[meta.RoleOwner][0].Endpoints["grpc"]
 
@@ -103,7 +104,7 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 
 	// KV across hosts, through `fluxon kv` on each owner's gRPC endpoint.
 	for i, o := range st.Members[meta.RoleOwner] {
-		require.True(t, strings.HasPrefix(o.Endpoints[owner.KVEndpointKey], lab.Hosts[i].IP+":"), "o%d's cluster KV endpoint is on its host: %v", i+1, o.Endpoints)
+		requireOnHost(t, o.Endpoints[owner.KVEndpointKey], lab.Hosts[i].IP, "o%d's cluster KV endpoints are on its host: %v", i+1, o.Endpoints)
 	}
 	kvAddr := func(i int) string { return st.Members[meta.RoleOwner][i].Endpoints["grpc"] }
 	kvPut := func(i int, key, value string) {
@@ -237,4 +238,16 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Equal(t, "overwritten with etcd frozen", out, "an overwrite is seen on another host at once")
 	etcd.Cont()
+}
+
+// requireOnHost checks that every transport of an endpoint string
+// (multi.Encode) listens on ip.
+func requireOnHost(t *testing.T, endpoints, ip string, msg string, args ...any) {
+	t.Helper()
+	e, err := multi.Parse(endpoints)
+	require.NoError(t, err, endpoints)
+	require.Contains(t, e, "tcp", endpoints)
+	for name, addr := range e {
+		require.True(t, strings.HasPrefix(addr, ip+":"), append([]any{"%s: " + msg, name}, args...)...)
+	}
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv/cluster"
 	"github.com/fluxon-dev/fluxon/services/kv/shm"
 	"github.com/fluxon-dev/fluxon/services/rpc"
-	"github.com/fluxon-dev/fluxon/services/transport/tcp"
+	"github.com/fluxon-dev/fluxon/services/transport/multi"
 )
 
 // SharedFileVersion is the version of shared.json's layout.
@@ -96,6 +96,10 @@ type Owner struct {
 	// RPC is the owner's node-to-node RPC endpoint (nil without Deps.Meta).
 	RPC     *rpc.Node
 	closers []func() error
+	// tstats counts both nodes' transports; skipLogged: the transports
+	// that cannot run were logged once.
+	tstats     *multi.Stats
+	skipLogged bool
 }
 
 // Deps are what an owner running inside a cluster member gets from it.
@@ -142,7 +146,7 @@ func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometh
 	}
 	o.closers = append(o.closers, o.Store.Close)
 	o.KV = o.Store
-	if err := o.startClusterKV(cfg, instanceKey, log, deps); err != nil {
+	if err := o.startClusterKV(cfg, instanceKey, log, reg, deps); err != nil {
 		return nil, err
 	}
 	if o.Cluster != nil {
@@ -201,7 +205,7 @@ func (o *Owner) transports() []string {
 	if o.RPC == nil {
 		return []string{}
 	}
-	return []string{tcp.Name}
+	return multi.Names(o.RPC.Addr())
 }
 
 // Attached returns how many externals are attached.
