@@ -126,6 +126,18 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 		require.Equal(t, 0, code, "get through o%d: %s", i+1, out)
 		require.Equal(t, "put on host 1", out, "read through o%d", i+1)
 	}
+	// The reads above went between owners: `status --peers` shows, from the
+	// owners' /metrics, the transport they use (tcp: the best common one of
+	// the default order in a build without rdma or ucx devices).
+	pst, err := status(t, dir, append([]string{"--peers"}, sargs...)...)
+	require.NoError(t, err)
+	require.Empty(t, pst.PeerErrors)
+	require.NotEmpty(t, pst.Peers, "owners report the peers they dialed")
+	for _, p := range pst.Peers {
+		require.Equal(t, "tcp", p.Transport, "%+v", p)
+	}
+	require.NotEmpty(t, pst.Transports)
+
 	// For the partition: keys only o3 holds (put through it, never read
 	// elsewhere; one homed on o3, one on o1), and keys o3 has nothing to do
 	// with (put through o1, homed on o1 and on o2).
