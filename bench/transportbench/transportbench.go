@@ -174,7 +174,7 @@ func pingPong(ctx context.Context, c transport.Conn, variant string, payload []b
 	var firstErr error
 	start := time.Now()
 	deadline := start.Add(p.Duration)
-	minEach := max(p.MinOps/conc, 1)
+	minEach := max((p.MinOps+conc-1)/conc, 1) // at least MinOps in all
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Go(func() {
@@ -250,7 +250,7 @@ func stream(ctx context.Context, c transport.Conn, variant string, payload []byt
 	var errOnce sync.Once
 	start := time.Now()
 	deadline := start.Add(p.Duration)
-	minEach := max(p.MinOps/conc, 1)
+	minEach := max((p.MinOps+conc-1)/conc, 1) // at least MinOps in all
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Go(func() {
