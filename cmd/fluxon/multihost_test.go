@@ -18,6 +18,7 @@ import (
 	"github.com/fluxon-dev/fluxon/internal/netlab"
 	"github.com/fluxon-dev/fluxon/services/kv/placement"
 	"github.com/fluxon-dev/fluxon/services/owner"
+	"github.com/fluxon-dev/fluxon/services/transport/multi"
 )
 
 // keyHomedOn returns a key with prefix that the cluster KV homes on the
@@ -89,7 +90,7 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 		return err == nil && st.Routing != nil && len(st.Routing.Owners) == 3
 	})
 	for i, o := range st.Members[meta.RoleOwner] {
-		require.True(t, strings.HasPrefix(o.Endpoints["rpc"], lab.Hosts[i].IP+":"), "o%d's rpc endpoint is on its host: %v", i+1, o.Endpoints)
+		requireOnHost(t, o.Endpoints["rpc"], lab.Hosts[i].IP, "o%d's rpc endpoints are on its host: %v", i+1, o.Endpoints)
 	}
 	grpc1 := st.Members[meta.RoleOwner][0].Endpoints["grpc"]
 
@@ -103,7 +104,7 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 
 	// KV across hosts, through `fluxon kv` on each owner's gRPC endpoint.
 	for i, o := range st.Members[meta.RoleOwner] {
-		require.True(t, strings.HasPrefix(o.Endpoints[owner.KVEndpointKey], lab.Hosts[i].IP+":"), "o%d's cluster KV endpoint is on its host: %v", i+1, o.Endpoints)
+		requireOnHost(t, o.Endpoints[owner.KVEndpointKey], lab.Hosts[i].IP, "o%d's cluster KV endpoints are on its host: %v", i+1, o.Endpoints)
 	}
 	kvAddr := func(i int) string { return st.Members[meta.RoleOwner][i].Endpoints["grpc"] }
 	kvPut := func(i int, key, value string) {
@@ -125,6 +126,18 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 		require.Equal(t, 0, code, "get through o%d: %s", i+1, out)
 		require.Equal(t, "put on host 1", out, "read through o%d", i+1)
 	}
+	// The reads above went between owners: `status --peers` shows, from the
+	// owners' /metrics, the transport they use (tcp: the best common one of
+	// the default order in a build without rdma or ucx devices).
+	pst, err := status(t, dir, append([]string{"--peers"}, sargs...)...)
+	require.NoError(t, err)
+	require.Empty(t, pst.PeerErrors)
+	require.NotEmpty(t, pst.Peers, "owners report the peers they dialed")
+	for _, p := range pst.Peers {
+		require.Equal(t, "tcp", p.Transport, "%+v", p)
+	}
+	require.NotEmpty(t, pst.Transports)
+
 	// For the partition: keys only o3 holds (put through it, never read
 	// elsewhere; one homed on o3, one on o1), and keys o3 has nothing to do
 	// with (put through o1, homed on o1 and on o2).
@@ -237,4 +250,16 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Equal(t, "overwritten with etcd frozen", out, "an overwrite is seen on another host at once")
 	etcd.Cont()
+}
+
+// requireOnHost checks that every transport of an endpoint string
+// (multi.Encode) listens on ip.
+func requireOnHost(t *testing.T, endpoints, ip string, msg string, args ...any) {
+	t.Helper()
+	e, err := multi.Parse(endpoints)
+	require.NoError(t, err, endpoints)
+	require.Contains(t, e, "tcp", endpoints)
+	for name, addr := range e {
+		require.True(t, strings.HasPrefix(addr, ip+":"), append([]any{"%s: " + msg, name}, args...)...)
+	}
 }

@@ -78,6 +78,11 @@ type clusterStatus struct {
 	Routing       *meta.RoutingTable          `json:"routing,omitempty"`
 	Members       map[meta.Role][]meta.Member `json:"members"`
 	PoolDRAMTotal uint64                      `json:"pool_dram_total"`
+	// Peers and Transports are filled by --peers.
+	Peers      []peerTransport   `json:"peers,omitempty"`
+	Transports []transportTotals `json:"transports,omitempty"`
+	// PeerErrors lists owners whose /metrics could not be read.
+	PeerErrors []string `json:"peer_errors,omitempty"`
 }
 
 func collectStatus(ctx context.Context, etcd []string, cluster string) (clusterStatus, error) {
@@ -114,14 +119,19 @@ func collectStatus(ctx context.Context, etcd []string, cluster string) (clusterS
 func newStatusCmd() *cobra.Command {
 	var t clusterTarget
 	var output string
+	var peers bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster: members by role, leading master, routing epoch, pool sizes",
 		Long: `Show the cluster as etcd records it: the leading master, the routing epoch,
 and every live member by role with its host, pid, start time, pool size and
-endpoints. Without flags it reads ./.fluxon/cluster.json, written by 'fluxon up'.`,
+endpoints, and the transports each owner offers. --peers adds, from each
+owner's /metrics, the transport its connections to every peer use and its
+bytes and errors per transport. Without flags it reads
+./.fluxon/cluster.json, written by 'fluxon up'.`,
 		Example: `  fluxon status
   fluxon status -o json
+  fluxon status --peers
   fluxon status --etcd 10.0.0.5:2379 --cluster prod`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -138,17 +148,24 @@ endpoints. Without flags it reads ./.fluxon/cluster.json, written by 'fluxon up'
 			if err != nil {
 				return err
 			}
+			if peers {
+				st.PeerErrors = collectPeers(ctx, &st)
+			}
 			if output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
 			printStatus(cmd.OutOrStdout(), st)
+			if peers {
+				printPeers(cmd.OutOrStdout(), st, st.PeerErrors)
+			}
 			return nil
 		},
 	}
 	t.addFlags(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().BoolVar(&peers, "peers", false, "also show which transport each owner uses to each peer, and bytes and errors per transport (reads every owner's /metrics)")
 	return cmd
 }
 
@@ -166,7 +183,7 @@ func printStatus(w io.Writer, st clusterStatus) {
 			continue
 		}
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  INSTANCE\tSTATE\tHOST\tPID\tUP\tPOOL\tHTTP")
+		fmt.Fprintln(tw, "  INSTANCE\tSTATE\tHOST\tPID\tUP\tPOOL\tTRANSPORTS\tHTTP")
 		for _, m := range ms {
 			state := "live"
 			if role == meta.RoleMaster {
@@ -175,12 +192,13 @@ func printStatus(w io.Writer, st clusterStatus) {
 					state = "leader"
 				}
 			}
-			pool := "-"
+			pool, trs := "-", "-"
 			if role == meta.RoleOwner {
 				pool = config.Size(m.PoolDRAM).String()
+				trs = offeredTransports(m)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.InstanceKey, state, m.Host, m.PID,
-				time.Since(m.StartTime).Truncate(time.Second), pool, m.Endpoints["http"])
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", m.InstanceKey, state, m.Host, m.PID,
+				time.Since(m.StartTime).Truncate(time.Second), pool, trs, m.Endpoints["http"])
 		}
 		tw.Flush()
 	}

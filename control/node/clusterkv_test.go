@@ -27,6 +27,7 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv/kvgrpc"
 	"github.com/fluxon-dev/fluxon/services/kv/placement"
 	"github.com/fluxon-dev/fluxon/services/owner"
+	"github.com/fluxon-dev/fluxon/services/transport/multi"
 )
 
 const testCluster = "kvc"
@@ -181,6 +182,9 @@ func TestClusterKVAcrossOwners(t *testing.T) {
 	a := startMember(t, meta.RoleOwner, etcd, "a")
 	b := startMember(t, meta.RoleOwner, etcd, "b")
 	require.NotEmpty(t, a.Member.Endpoints[owner.KVEndpointKey], "the cluster KV endpoint is in the member record")
+	for _, ep := range []string{a.Member.Endpoints[owner.KVEndpointKey], a.Member.Endpoints["rpc"]} {
+		require.Equal(t, []string{"quic", "tcp", "websocket"}, multi.Names(ep), "both nodes advertise every transport that runs here: %s", ep)
+	}
 	startMember(t, meta.RoleMaster, etcd, "m")
 	waitOwners(t, 2, a, b)
 	table := a.Routing()

@@ -222,6 +222,13 @@ func NewChain(t testing.TB, n int) *Lab {
 	return mustBuild(t, func(l *Lab) error { return l.chain(n) })
 }
 
+// StartChain is NewChain for programs: n hosts joined by point-to-point
+// veth links (2 hosts: one link, as `make bench-transport` measures), named
+// after prefix. The caller must Close the lab it returns.
+func StartChain(prefix string, n int) (*Lab, error) {
+	return build(prefix, func(l *Lab) error { return l.chain(n) })
+}
+
 func (l *Lab) chain(n int) error {
 	for i := 1; i <= n; i++ {
 		if _, err := l.addHost(fmt.Sprintf("h%d", i)); err != nil {

@@ -8,12 +8,13 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/services/kv"
 	"github.com/fluxon-dev/fluxon/services/kv/cluster"
 	"github.com/fluxon-dev/fluxon/services/transport"
-	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
 // KVEndpointKey is the member endpoint (meta.Member.Endpoints) where an
@@ -36,13 +37,13 @@ const DefaultKVOpTimeout = 30 * time.Second
 // kernel picks. Other owners find it through the "kv" endpoint of this
 // owner's member record, so no port needs configuring; a fixed port (for
 // firewalled hosts) would be a listen.kv setting, not added until needed.
-func (o *Owner) startClusterKV(cfg *config.Config, instanceKey string, log *slog.Logger, deps Deps) error {
+func (o *Owner) startClusterKV(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometheus.Registerer, deps Deps) error {
 	if deps.Meta == nil {
 		return nil
 	}
-	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: log}, Reactor: tcp.ReactorMode(cfg.Network.TCPReactorMode)})
+	tr, tc, err := o.newTransport(cfg, log, reg)
 	if err != nil {
-		return fmt.Errorf("network.tcp_reactor_mode: %w", err)
+		return err
 	}
 	host, _, err := net.SplitHostPort(cfg.Listen.Transport)
 	if err != nil {
@@ -52,7 +53,7 @@ func (o *Owner) startClusterKV(cfg *config.Config, instanceKey string, log *slog
 	node := cluster.New(cluster.Options{
 		Self:       ownerIdentity(cfg.ClusterName, instanceKey, deps.StartTime),
 		Store:      o.Store,
-		Transport:  o.dialVia(tr, log),
+		Transport:  o.dialVia(tr, tc, log),
 		ListenAddr: addr,
 		Log:        log.With("component", "kv-cluster"),
 	})
@@ -62,7 +63,7 @@ func (o *Owner) startClusterKV(cfg *config.Config, instanceKey string, log *slog
 	}
 	o.Cluster = node
 	o.closers = append(o.closers, node.Close)
-	o.Endpoints[KVEndpointKey] = advertised(ln, cfg.Network.AdvertiseAddress)
+	o.Endpoints[KVEndpointKey] = advertisedAll(ln, cfg.Network.AdvertiseAddress)
 	return nil
 }
 

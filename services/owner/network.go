@@ -15,19 +15,20 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv/resp"
 	"github.com/fluxon-dev/fluxon/services/rpc"
 	"github.com/fluxon-dev/fluxon/services/rpc/rpcgrpc"
-	"github.com/fluxon-dev/fluxon/services/transport"
-	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
 // startRPC starts the owner's RPC node on the data-plane transport address
-// (listen.transport), resolving other members through etcd.
+// (listen.transport), resolving other members through etcd. It listens on
+// every transport of network.transports that runs here (tcp on the
+// configured port, the others on ports the kernel picks) and advertises
+// them all in one endpoint string (multi.Encode).
 func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometheus.Registerer, deps Deps) error {
 	if deps.Meta == nil {
 		return nil
 	}
-	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: log}, Reactor: tcp.ReactorMode(cfg.Network.TCPReactorMode)})
+	tr, tc, err := o.newTransport(cfg, log, reg)
 	if err != nil {
-		return fmt.Errorf("network.tcp_reactor_mode: %w", err)
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	res, err := rpc.NewMetaResolver(ctx, deps.Meta, rpc.MetaResolverOptions{Log: log})
@@ -38,7 +39,7 @@ func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logge
 	o.closers = append(o.closers, func() error { cancel(); return res.Close() })
 	node, err := rpc.New(rpc.Options{
 		Local:     ownerIdentity(cfg.ClusterName, instanceKey, deps.StartTime),
-		Transport: o.dialVia(tr, log), ListenAddr: cfg.Listen.Transport, Resolver: res, Log: log, Registerer: reg,
+		Transport: o.dialVia(tr, tc, log), ListenAddr: cfg.Listen.Transport, Resolver: res, Log: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -49,7 +50,7 @@ func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logge
 	}
 	o.RPC = node
 	o.closers = append(o.closers, node.Close)
-	o.Endpoints[rpc.EndpointKey] = addr
+	o.Endpoints[rpc.EndpointKey] = advertisedAll(addr, cfg.Network.AdvertiseAddress)
 	return nil
 }
 

@@ -24,8 +24,8 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv/cluster"
 	"github.com/fluxon-dev/fluxon/services/kv/shm"
 	"github.com/fluxon-dev/fluxon/services/rpc"
+	"github.com/fluxon-dev/fluxon/services/transport/multi"
 	"github.com/fluxon-dev/fluxon/services/transport/relay"
-	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
 // SharedFileVersion is the version of shared.json's layout.
@@ -100,6 +100,10 @@ type Owner struct {
 	// relayRouter finds relay paths (nil: this owner dials directly only).
 	relayRouter relay.Router
 	relaySelf   string
+	// tstats counts both nodes' transports; skipLogged: the transports
+	// that cannot run were logged once.
+	tstats     *multi.Stats
+	skipLogged bool
 }
 
 // Deps are what an owner running inside a cluster member gets from it.
@@ -149,7 +153,7 @@ func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometh
 	if err := o.startRelay(cfg, instanceKey, log, deps); err != nil {
 		return nil, err
 	}
-	if err := o.startClusterKV(cfg, instanceKey, log, deps); err != nil {
+	if err := o.startClusterKV(cfg, instanceKey, log, reg, deps); err != nil {
 		return nil, err
 	}
 	if o.Cluster != nil {
@@ -208,7 +212,7 @@ func (o *Owner) transports() []string {
 	if o.RPC == nil {
 		return []string{}
 	}
-	return []string{tcp.Name}
+	return multi.Names(o.RPC.Addr())
 }
 
 // Attached returns how many externals are attached.

@@ -12,7 +12,9 @@ import (
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/multi"
 	"github.com/fluxon-dev/fluxon/services/transport/relay"
+	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
 // RelayEndpointKey is the member endpoint where an owner's relay listens.
@@ -67,11 +69,26 @@ func (o *Owner) startRelay(cfg *config.Config, instanceKey string, log *slog.Log
 
 // dialVia wraps tr so that members it cannot reach directly are dialed
 // through relays; tr unchanged when this owner does not relay.
-func (o *Owner) dialVia(tr relay.StreamDialer, log *slog.Logger) transport.Transport {
+// Direct dials take the best transport both ends offer (mt); a stream
+// through relays runs the tcp transport (tc) to the peer's tcp address.
+func (o *Owner) dialVia(mt *multi.Transport, tc *tcp.Transport, log *slog.Logger) transport.Transport {
 	if o.relayRouter == nil {
-		return tr
+		return mt
 	}
-	return relay.NewTransport(relay.TransportOptions{Inner: tr, Router: o.relayRouter, Self: o.relaySelf, Log: log})
+	return relay.NewTransport(relay.TransportOptions{Inner: tc, Direct: mt, TargetAddr: tcpAddrOf, Router: o.relayRouter, Self: o.relaySelf, Log: log})
+}
+
+// tcpAddrOf is the tcp address in an endpoint string of several transports.
+func tcpAddrOf(endpoints string) (string, error) {
+	e, err := multi.Parse(endpoints)
+	if err != nil {
+		return "", err
+	}
+	a, ok := e[tcp.Name]
+	if !ok {
+		return "", fmt.Errorf("%s offers no tcp address, which relays need", endpoints)
+	}
+	return a, nil
 }
 
 // liveDirectory is the relay.Directory the reach loop keeps current.

@@ -84,7 +84,7 @@ gets of 16 MiB values next to iperf3 over the same link.`,
 			return run(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, p)
 		},
 	}
-	cmd.AddCommand(newWorkerCmd())
+	cmd.AddCommand(newWorkerCmd(), newTransportCmd())
 	f := cmd.Flags()
 	f.StringVar(&o.scale, "scale", "small", "preset of keys, value sizes, duration and threads: small or full")
 	f.StringSliceVar(&o.workloads, "workloads", []string{kvbench.ReadZipfName, kvbench.ReadAffinityName, kvbench.PutOnlyName}, "workloads to run")

@@ -37,8 +37,17 @@ type Router interface {
 
 // TransportOptions configure a relaying Transport.
 type TransportOptions struct {
-	// Inner runs the protocol; Listen goes to it unchanged.
+	// Inner runs the protocol over relayed streams (and, without Direct,
+	// over direct ones); Listen goes to it unchanged.
 	Inner StreamDialer
+	// Direct, when set, makes direct dials (and Listen) with the dialed
+	// address as is, e.g. a transport over several kinds that picks one;
+	// Inner then only runs the streams that came through relays.
+	Direct transport.Transport
+	// TargetAddr maps a dialed address to the TCP address the last relay
+	// connects to (Inner's address in an address of several kinds).
+	// Default: the address as is.
+	TargetAddr func(addr string) (string, error)
 	// Router finds paths when the direct one fails; nil dials directly only.
 	Router Router
 	// Self is this member's id, the first entry of every path's trail.
@@ -91,11 +100,19 @@ func NewTransport(o TransportOptions) *Transport {
 
 // Name implements transport.Transport: the inner transport's name, as the
 // bytes on the wire are its own.
-func (t *Transport) Name() string { return t.o.Inner.Name() }
+func (t *Transport) Name() string {
+	if t.o.Direct != nil {
+		return t.o.Direct.Name()
+	}
+	return t.o.Inner.Name()
+}
 
 // Listen implements transport.Transport. Relayed connections arrive as
 // ordinary ones, from the last relay's address.
 func (t *Transport) Listen(ctx context.Context, addr string, local transport.Identity, h transport.Handler, verify transport.Verify) (transport.Listener, error) {
+	if t.o.Direct != nil {
+		return t.o.Direct.Listen(ctx, addr, local, h, verify)
+	}
 	return t.o.Inner.Listen(ctx, addr, local, h, verify)
 }
 
@@ -104,7 +121,21 @@ func (t *Transport) Listen(ctx context.Context, addr string, local transport.Ide
 // cluster, stale member) is final: it came from the member at addr.
 func (t *Transport) Dial(ctx context.Context, addr string, local transport.Identity, verify transport.Verify) (transport.Conn, error) {
 	var directErr error
-	if t.o.Router == nil || !t.recentlyRelayed(addr) {
+	if t.o.Direct != nil && (t.o.Router == nil || !t.recentlyRelayed(addr)) {
+		dctx, cancel := context.WithTimeout(ctx, t.o.DirectTimeout)
+		c, err := t.o.Direct.Dial(dctx, addr, local, verify)
+		cancel()
+		switch {
+		case err == nil:
+			t.forget(addr)
+			return c, nil
+		case ctx.Err() != nil:
+			return nil, ctxErr(ctx, addr)
+		case t.o.Router == nil || errors.Is(err, transport.ErrWrongCluster) || errors.Is(err, transport.ErrStaleMember) || errors.Is(err, transport.ErrRefused):
+			return nil, err // the member at addr answered: relays would not change that
+		}
+		directErr = err
+	} else if t.o.Router == nil || !t.recentlyRelayed(addr) {
 		dctx, cancel := context.WithTimeout(ctx, t.o.DirectTimeout)
 		nc, err := t.o.Dial(dctx, addr)
 		cancel()
@@ -123,6 +154,11 @@ func (t *Transport) Dial(ctx context.Context, addr string, local transport.Ident
 	route, err := t.o.Router.Route(ctx, addr)
 	if err != nil {
 		return nil, t.unreachable(addr, directErr, err)
+	}
+	if t.o.TargetAddr != nil {
+		if route.Target.Addr, err = t.o.TargetAddr(addr); err != nil {
+			return nil, t.unreachable(addr, directErr, err)
+		}
 	}
 	nc, err := DialRoute(ctx, t.o.Dial, t.o.Self, route, t.o.HopLimit)
 	if err != nil {
