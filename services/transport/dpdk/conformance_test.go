@@ -49,4 +49,3 @@ func TestConformanceMemFaults(t *testing.T) {
 	}
 	transporttest.Run(t, memFactory(rel.Faults{Loss: 0.02, Duplicate: 0.02, Reorder: 0.05, Corrupt: 0.005, Seed: 77}))
 }
-
