@@ -135,9 +135,8 @@ func joinArgs(a []string) string {
 }
 
 // pollLoop is the lcore: it polls every port while frames flow and for
-// Spin after, then parks for IdleSleep or until a Send or a command wakes it.
+// Spin after, then parks for IdleSleep at a time.
 func pollLoop() {
-	idle := time.NewTimer(time.Hour)
 	last := time.Now()
 	for {
 		select {
@@ -164,14 +163,16 @@ func pollLoop() {
 		if now.Sub(last) < p0.Spin {
 			continue
 		}
-		idle.Reset(p0.IdleSleep)
+		// Park in nanosleep, not on a Go timer: Go may round a timer this
+		// short up to a millisecond, which would be every idle frame's
+		// latency. Commands and Sends are looked at on the next turn.
 		select {
 		case f := <-eal.cmds:
 			f()
 		case <-eal.wake:
-		case <-idle.C:
+		default:
+			C.flx_dpdk_idle(C.uint(p0.IdleSleep / time.Microsecond))
 		}
-		idle.Stop()
 	}
 }
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -133,4 +134,9 @@ void flx_dpdk_port_close(flx_dpdk_port *p) {
   rte_eth_dev_close(p->port_id);
   rte_mempool_free(p->pool);
   free(p);
+}
+
+void flx_dpdk_idle(unsigned us) {
+  struct timespec ts = {.tv_sec = us / 1000000u, .tv_nsec = (long)(us % 1000000u) * 1000L};
+  nanosleep(&ts, NULL);
 }

@@ -62,6 +62,11 @@ int flx_dpdk_tx(flx_dpdk_port *p, const uint8_t *buf, const uint32_t *lens, unsi
  * frames the port dropped or failed on. */
 int flx_dpdk_port_stats(flx_dpdk_port *p, uint64_t *ipackets, uint64_t *opackets, uint64_t *errors);
 
+/* flx_dpdk_idle sleeps the calling thread for us microseconds
+ * (nanosleep): how the EAL thread parks between polls when idle. Go's own
+ * timers may round a sleep this short up to a millisecond. */
+void flx_dpdk_idle(unsigned us);
+
 /* flx_dpdk_port_close stops and closes the port and frees its pool. */
 void flx_dpdk_port_close(flx_dpdk_port *p);
 
