@@ -8,10 +8,12 @@ BIN := bin/fluxon
 NATIVE_ASAN := build/native-asan
 # Optional native transports, built (and tested) where their libraries are installed:
 # rdma: the libibverbs wrappers (cgo/rdma), so `make test` exercises the real no-device path;
-# ucx: the UCX transport (services/transport/ucx). The default `go build` links neither.
+# ucx: the UCX transport (services/transport/ucx). The default `go build` links none of them.
 RDMA_TAG := $(shell pkg-config --exists libibverbs 2>/dev/null && echo rdma)
 UCX_TAG := $(shell pkg-config --exists ucx 2>/dev/null && echo ucx)
-GO_TAGS ?= $(subst $(eval) ,$(comma),$(strip invariants $(RDMA_TAG) $(UCX_TAG)))
+# dpdk: the DPDK transport over libdpdk (cgo/dpdk, services/transport/dpdk).
+DPDK_TAG := $(shell pkg-config --exists libdpdk 2>/dev/null && echo dpdk)
+GO_TAGS ?= $(subst $(eval) ,$(comma),$(strip invariants $(RDMA_TAG) $(UCX_TAG) $(DPDK_TAG)))
 GO_TEST_FLAGS ?= -race -tags $(GO_TAGS) -timeout 20m
 export CGO_ENABLED := 1
 
@@ -50,6 +52,7 @@ vet:
 	$(GO) vet ./...
 	$(if $(RDMA_TAG),$(GO) vet -tags rdma ./cgo/rdma/... ./services/transport/rdma/...)
 	$(if $(UCX_TAG),$(GO) vet -tags ucx ./cgo/ucx ./services/transport/ucx)
+	$(if $(DPDK_TAG),$(GO) vet -tags dpdk ./cgo/dpdk/... ./services/transport/dpdk/...)
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

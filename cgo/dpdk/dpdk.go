@@ -1,0 +1,335 @@
+//go:build linux && cgo && dpdk
+
+package dpdk
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../native/include -D_GNU_SOURCE -std=gnu11 -Wall -Wextra -Werror
+#cgo pkg-config: libdpdk
+#include <stdlib.h>
+#include "fluxon/dpdk.h"
+*/
+import "C"
+
+import (
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+const (
+	burst = C.FLX_DPDK_BURST
+	slot  = C.FLX_DPDK_SLOT
+	// DefaultTxQueue bounds a port's queued frames.
+	DefaultTxQueue = 1024
+)
+
+var live atomic.Int64
+
+// Supported reports whether this build has DPDK.
+func Supported() bool { return true }
+
+// Live is the number of open ports, for leak checks.
+func Live() int64 { return live.Load() }
+
+func check(op string, rc C.int, errno error) error {
+	if rc >= 0 {
+		return nil
+	}
+	e := &Error{Op: op, Code: int(rc)}
+	if rc == C.FLX_ESYS {
+		if en, ok := errno.(syscall.Errno); ok {
+			e.Errno = en
+		}
+	}
+	return e
+}
+
+// The process's EAL thread. Fields below mu are set once; ports is the
+// EAL thread's own.
+var eal struct {
+	mu      sync.Mutex
+	started bool
+	args    []string
+	err     error
+	cmds    chan func()
+	wake    chan struct{}
+	ports   []*Port
+}
+
+// Port is an ethdev port polled by the EAL thread. Send and Stats are safe
+// for concurrent use.
+type Port struct {
+	cfg PortConfig
+	c   *C.flx_dpdk_port
+	mac [6]byte
+
+	txmu    sync.Mutex
+	txbuf   []byte
+	txlens  []C.uint32_t
+	txn     int
+	closed  bool
+	dropped atomic.Uint64
+
+	// The EAL thread's own.
+	rxbuf  []byte
+	rxlens []C.uint32_t
+	spare  []byte
+	slens  []C.uint32_t
+}
+
+// startEAL runs rte_eal_init with e's arguments on a new locked thread,
+// once per process.
+func startEAL(e EAL) error {
+	args := e.Args()
+	eal.mu.Lock()
+	defer eal.mu.Unlock()
+	if eal.started {
+		if !slices.Equal(args[1:], eal.args[1:]) && e.FilePrefix != "" {
+			return ErrEALArgs
+		}
+		return eal.err
+	}
+	eal.started = true
+	eal.args = args
+	eal.cmds = make(chan func(), 16)
+	eal.wake = make(chan struct{}, 1)
+	errc := make(chan error, 1)
+	go ealThread(args, errc)
+	eal.err = <-errc
+	return eal.err
+}
+
+func ealThread(args []string, errc chan<- error) {
+	// Never unlocked: rte_eal_init pins this thread to its lcore, and every
+	// DPDK call of the process runs here. When the goroutine ends, so does
+	// the thread.
+	runtime.LockOSThread()
+	argv := make([]*C.char, len(args))
+	for i, a := range args {
+		argv[i] = C.CString(a)
+	}
+	rc, errno := C.flx_dpdk_eal_init(C.int(len(args)), &argv[0])
+	// rte_eal_init may keep argv's strings (it does for some options), so
+	// they stay allocated for the process's life.
+	if err := check("rte_eal_init "+joinArgs(args), rc, errno); err != nil {
+		errc <- err
+		return
+	}
+	errc <- nil
+	pollLoop()
+}
+
+func joinArgs(a []string) string {
+	s := ""
+	for i, x := range a {
+		if i > 0 {
+			s += " "
+		}
+		s += x
+	}
+	return s
+}
+
+// pollLoop is the lcore: it polls every port while frames flow and for
+// Spin after, then parks for IdleSleep at a time.
+func pollLoop() {
+	last := time.Now()
+	for {
+		select {
+		case f := <-eal.cmds:
+			f()
+		default:
+		}
+		if len(eal.ports) == 0 {
+			(<-eal.cmds)()
+			continue
+		}
+		busy := false
+		for _, p := range eal.ports {
+			if p.poll() {
+				busy = true
+			}
+		}
+		now := time.Now()
+		if busy {
+			last = now
+			continue
+		}
+		p0 := eal.ports[0].cfg
+		if now.Sub(last) < p0.Spin {
+			continue
+		}
+		// Park in nanosleep, not on a Go timer: Go may round a timer this
+		// short up to a millisecond, which would be every idle frame's
+		// latency. Commands and Sends are looked at on the next turn.
+		select {
+		case f := <-eal.cmds:
+			f()
+		case <-eal.wake:
+		default:
+			C.flx_dpdk_idle(C.uint(p0.IdleSleep / time.Microsecond))
+		}
+	}
+}
+
+// onEAL runs f on the EAL thread and waits for it.
+func onEAL(f func()) {
+	done := make(chan struct{})
+	eal.cmds <- func() { f(); close(done) }
+	select {
+	case eal.wake <- struct{}{}:
+	default:
+	}
+	<-done
+}
+
+// Open initialises the EAL (the first call of the process; later calls
+// must pass the same EAL or one with an empty FilePrefix) and starts the
+// port cfg.Device.
+func Open(e EAL, cfg PortConfig) (*Port, error) {
+	if cfg.Receive == nil {
+		return nil, &Error{Op: "open port: a Receive function is required", Code: int(C.FLX_EINVAL)}
+	}
+	if cfg.Mbufs <= 0 {
+		cfg.Mbufs = DefaultMbufs
+	}
+	if cfg.Spin <= 0 {
+		cfg.Spin = DefaultSpin
+	}
+	if cfg.IdleSleep <= 0 {
+		cfg.IdleSleep = DefaultIdleSleep
+	}
+	if cfg.TxQueue <= 0 {
+		cfg.TxQueue = DefaultTxQueue
+	}
+	if err := startEAL(e); err != nil {
+		return nil, err
+	}
+	p := &Port{
+		cfg:    cfg,
+		txbuf:  make([]byte, cfg.TxQueue*slot),
+		txlens: make([]C.uint32_t, cfg.TxQueue),
+		spare:  make([]byte, cfg.TxQueue*slot),
+		slens:  make([]C.uint32_t, cfg.TxQueue),
+		rxbuf:  make([]byte, burst*slot),
+		rxlens: make([]C.uint32_t, burst),
+	}
+	var err error
+	onEAL(func() {
+		name := C.CString(cfg.Device)
+		defer C.free(unsafe.Pointer(name))
+		var mac [6]C.uint8_t
+		rc, errno := C.flx_dpdk_port_open(name, C.uint(cfg.Mbufs), &p.c, &mac[0])
+		if err = check("open port "+cfg.Device, rc, errno); err != nil {
+			return
+		}
+		for i := range mac {
+			p.mac[i] = byte(mac[i])
+		}
+		eal.ports = append(eal.ports, p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	live.Add(1)
+	return p, nil
+}
+
+// MAC is the port's Ethernet address.
+func (p *Port) MAC() [6]byte { return p.mac }
+
+// Send queues a copy of frame for the EAL thread to send. A full queue
+// drops it (counted in Stats.TxDropped): the link is unreliable by
+// contract, and the caller's protocol retransmits.
+func (p *Port) Send(frame []byte) error {
+	if len(frame) > slot {
+		return &Error{Op: "send: frame over MaxFrame", Code: int(C.FLX_ETOOBIG)}
+	}
+	p.txmu.Lock()
+	if p.closed {
+		p.txmu.Unlock()
+		return ErrClosed
+	}
+	if p.txn == len(p.txlens) {
+		p.txmu.Unlock()
+		p.dropped.Add(1)
+		return nil
+	}
+	copy(p.txbuf[p.txn*slot:], frame)
+	p.txlens[p.txn] = C.uint32_t(len(frame))
+	p.txn++
+	first := p.txn == 1
+	p.txmu.Unlock()
+	if first {
+		select {
+		case eal.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// poll moves one rx burst to Receive and every queued frame to the port.
+// It runs on the EAL thread and reports whether anything moved.
+func (p *Port) poll() bool {
+	n := C.flx_dpdk_rx(p.c, (*C.uint8_t)(unsafe.Pointer(&p.rxbuf[0])), &p.rxlens[0], burst)
+	for i := 0; i < int(n); i++ {
+		off := i * slot
+		p.cfg.Receive(p.rxbuf[off : off+int(p.rxlens[i])])
+	}
+	p.txmu.Lock()
+	k := p.txn
+	if k > 0 {
+		p.txbuf, p.spare = p.spare, p.txbuf
+		p.txlens, p.slens = p.slens, p.txlens
+		p.txn = 0
+	}
+	p.txmu.Unlock()
+	for off := 0; off < k; off += burst {
+		m := min(burst, k-off)
+		sent := C.flx_dpdk_tx(p.c, (*C.uint8_t)(unsafe.Pointer(&p.spare[off*slot])), &p.slens[off], C.uint(m))
+		if int(sent) < m {
+			p.dropped.Add(uint64(m - max(int(sent), 0)))
+		}
+	}
+	return n > 0 || k > 0
+}
+
+// Stats returns the port's counters.
+func (p *Port) Stats() Stats {
+	var s Stats
+	onEAL(func() {
+		if p.c == nil {
+			return
+		}
+		var in, out, errs C.uint64_t
+		if C.flx_dpdk_port_stats(p.c, &in, &out, &errs) == 0 {
+			s = Stats{RxFrames: uint64(in), TxFrames: uint64(out), Errors: uint64(errs)}
+		}
+	})
+	s.TxDropped = p.dropped.Load()
+	return s
+}
+
+// Close stops the port. The EAL stays up for the process's life (DPDK
+// cannot initialise it twice).
+func (p *Port) Close() error {
+	p.txmu.Lock()
+	if p.closed {
+		p.txmu.Unlock()
+		return ErrClosed
+	}
+	p.closed = true
+	p.txmu.Unlock()
+	onEAL(func() {
+		eal.ports = slices.DeleteFunc(eal.ports, func(q *Port) bool { return q == p })
+		C.flx_dpdk_port_close(p.c)
+		p.c = nil
+	})
+	live.Add(-1)
+	return nil
+}
