@@ -183,7 +183,8 @@ func TestClusterKVAcrossOwners(t *testing.T) {
 	b := startMember(t, meta.RoleOwner, etcd, "b")
 	require.NotEmpty(t, a.Member.Endpoints[owner.KVEndpointKey], "the cluster KV endpoint is in the member record")
 	for _, ep := range []string{a.Member.Endpoints[owner.KVEndpointKey], a.Member.Endpoints["rpc"]} {
-		require.Equal(t, []string{"quic", "tcp", "websocket"}, multi.Names(ep), "both nodes advertise every transport that runs here: %s", ep)
+		// ucx joins them where the build has it (make test: -tags ucx with libucx).
+		require.Subset(t, multi.Names(ep), []string{"quic", "tcp", "websocket"}, "both nodes advertise every transport that runs here: %s", ep)
 	}
 	startMember(t, meta.RoleMaster, etcd, "m")
 	waitOwners(t, 2, a, b)

@@ -95,7 +95,6 @@ func (n *Node) flushBackups() {
 
 // takeBackups stores floors a home sent for keys backed up here.
 func (n *Node) takeBackups(req backupReq) ([]byte, error) {
-	n.o.Log.Warn("DEBUGBACKUP take", "n", len(req.Floors))
 	n.bmu.Lock()
 	for _, f := range req.Floors {
 		old, ok := n.backups[f.Key]
@@ -114,7 +113,6 @@ func (n *Node) takeBackups(req backupReq) ([]byte, error) {
 
 // takeAllBackups empties the backups for an epoch switch.
 func (n *Node) takeAllBackups() []directory.Floor {
-	defer func() { n.o.Log.Warn("DEBUGBACKUP forward", "n", len(n.backups)) }()
 	n.bmu.Lock()
 	defer n.bmu.Unlock()
 	out := make([]directory.Floor, 0, len(n.backups))
