@@ -17,7 +17,7 @@ GO_TAGS ?= $(subst $(eval) ,$(comma),$(strip invariants $(RDMA_TAG) $(UCX_TAG) $
 GO_TEST_FLAGS ?= -race -tags $(GO_TAGS) -timeout 20m
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test native-test vet fmt-check go-test clean help proto
+.PHONY: all deps build run test test-dpdk-faults native-test vet fmt-check go-test clean help proto
 
 all: build
 
@@ -47,6 +47,11 @@ native-test:
 	cmake -S . -B $(NATIVE_ASAN) -DCMAKE_BUILD_TYPE=Debug -DFLUXON_SANITIZE=ON >/dev/null
 	cmake --build $(NATIVE_ASAN) -j2
 	ctest --test-dir $(NATIVE_ASAN) --output-on-failure
+
+# The DPDK conformance suite over a faulty net_af_packet link (loss, duplication, reordering,
+# corruption injected in-process; this kernel has no sch_netem). Minutes long, so not in `make test`.
+test-dpdk-faults:
+	FLUXON_DPDK_FAULTS=1 $(GO) test -tags dpdk -count=1 -timeout 30m -run TestConformanceDPDK -v ./services/transport/dpdk
 
 vet:
 	$(GO) vet ./...

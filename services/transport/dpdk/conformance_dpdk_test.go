@@ -53,8 +53,15 @@ func TestConformanceDPDK(t *testing.T) {
 	mode := os.Getenv(confEnv)
 	if mode == "" {
 		runInVethNamespace(t, "clean")
-		if !testing.Short() {
+		// The faulty link over real DPDK takes many minutes under -race on
+		// two cores (the EAL threads busy-poll beside the test): make test
+		// covers the faults over the in-memory segment
+		// (TestConformanceMemFaults); `make test-dpdk-faults` runs them over
+		// net_af_packet too.
+		if !testing.Short() && os.Getenv("FLUXON_DPDK_FAULTS") == "1" {
 			runInVethNamespace(t, "faults")
+		} else {
+			t.Log("faults over real DPDK not run here: FLUXON_DPDK_FAULTS=1 (make test-dpdk-faults) runs them; TestConformanceMemFaults covers them over the in-memory segment")
 		}
 		return
 	}
