@@ -95,6 +95,14 @@ func Serve(ctx context.Context, host string, variants []string, log *slog.Logger
 		// Every path is a counter or returns its input: inline is safe,
 		// and it is how a latency-sensitive member serves.
 		Inline: func(string) bool { return true },
+		// Bulk reads are served from one buffer, zero copy on this side,
+		// as an owner serves a pinned value.
+		Read: func(_ context.Context, _ transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
+			if ref.Offset > uint64(len(bulkSrc)) || ref.Length > uint64(len(bulkSrc))-ref.Offset {
+				return nil, nil, &transport.RemoteError{Code: transport.CodeInvalid, Message: "range outside the bench buffer"}
+			}
+			return bulkSrc[ref.Offset : ref.Offset+ref.Length], func() {}, nil
+		},
 	}
 	for _, v := range variants {
 		tr, err := New(v, log)
@@ -123,7 +131,7 @@ func (s *Server) Close() {
 // Row is one measured cell.
 type Row struct {
 	Transport   string  `json:"transport"`
-	Mode        string  `json:"mode"` // "pingpong" or "stream"
+	Mode        string  `json:"mode"` // "pingpong", "stream" or "read"
 	Size        int     `json:"size"`
 	Concurrency int     `json:"concurrency"`
 	Ops         int     `json:"ops"`
@@ -162,6 +170,7 @@ func Measure(ctx context.Context, variant, addr string, p Plan, log *slog.Logger
 		for _, conc := range p.Concurrency {
 			emit(pingPong(ctx, c, variant, payload, conc, p))
 			emit(stream(ctx, c, variant, payload, conc, p))
+			emit(readBulk(ctx, c, variant, size, conc, p))
 		}
 	}
 	return nil
@@ -232,6 +241,41 @@ func sunk(ctx context.Context, c transport.Conn) (uint64, error) {
 		return 0, fmt.Errorf("count reply of %d bytes", len(b))
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+// bulkSrc is what the server's bulk reads serve: the largest size measured.
+var bulkSrc = make([]byte, BulkSize)
+
+// readBulk reads size-byte ranges with ReadRemote back to back from conc
+// goroutines, each into its own reused buffer: the transport's bulk path.
+func readBulk(ctx context.Context, c transport.Conn, variant string, size, conc int, p Plan) Row {
+	row := Row{Transport: variant, Mode: "read", Size: size, Concurrency: conc}
+	if size > len(bulkSrc) {
+		row.Err = fmt.Sprintf("reads above %d bytes are not served", len(bulkSrc))
+		return row
+	}
+	var ops atomic.Int64
+	var errOnce sync.Once
+	start := time.Now()
+	deadline := start.Add(p.Duration)
+	minEach := max((p.MinOps+conc-1)/conc, 1)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			dst := make([]byte, size)
+			for n := 0; n < minEach || time.Now().Before(deadline); n++ {
+				if err := c.ReadRemote(ctx, transport.RemoteRef{Length: uint64(size)}, dst); err != nil {
+					errOnce.Do(func() { row.Err = err.Error() })
+					return
+				}
+				ops.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	row.Ops = int(ops.Load())
+	row.MBps = float64(row.Ops) * float64(size) / time.Since(start).Seconds() / 1e6
+	return row
 }
 
 // stream sends one-way messages back to back from conc goroutines until

@@ -23,7 +23,7 @@ func TestLoopback(t *testing.T) {
 		require.NoError(t, Measure(context.Background(), v, s.Addrs[v], Plan{Sizes: []int{64, 70000}, Concurrency: []int{1, 3}, Duration: 20 * time.Millisecond, MinOps: 5}, log,
 			func(r Row) { rows = append(rows, r) }))
 	}
-	require.Len(t, rows, 2*2*2*2)
+	require.Len(t, rows, 2*2*2*3, "transports x sizes x concurrencies x modes (pingpong, stream, read)")
 	for _, r := range rows {
 		require.Empty(t, r.Err, "%+v", r)
 		require.GreaterOrEqual(t, r.Ops, 5, "%+v", r)
