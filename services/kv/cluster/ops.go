@@ -111,8 +111,7 @@ func (n *Node) getOnce(ctx context.Context, key string) (*kv.Holder, pause, erro
 	if err != nil || loc == nil {
 		return nil, p, err
 	}
-	p, err = n.pull(ctx, key, home, epoch, *loc)
-	return nil, p, err
+	return n.pull(ctx, key, home, epoch, *loc)
 }
 
 // servable returns this owner's copy of key when it may serve it.
@@ -204,9 +203,9 @@ func (n *Node) dropAt(ctx context.Context, home, key, holder string, epoch, vers
 }
 
 // pull copies the current version from a holder into this pool and
-// registers this owner as a holder. It returns what to wait for before
-// looking again (a copy installed here is served by the next attempt).
-func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc lookupResp) (pause, error) {
+// registers this owner as a holder, and returns it to serve; otherwise
+// what to wait for before looking again.
+func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc lookupResp) (*kv.Holder, pause, error) {
 	var lastErr error
 	for _, holder := range loc.Holders {
 		if holder == n.self {
@@ -215,12 +214,12 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 			lc, ok := n.local[key]
 			n.mu.Unlock()
 			if ch != nil {
-				return pause{ch: ch}, nil // our own write of the key is committing: read after it
+				return nil, pause{ch: ch}, nil // our own write of the key is committing: read after it
 			}
 			if ok && lc.version == loc.Version && n.o.Store.Exists(key) {
 				// Confirmed: the next attempt serves it. Unconfirmed: a pull
 				// or the re-homing round is about to confirm it.
-				return pause{}, nil
+				return nil, pause{}, nil
 			}
 			// The home lists a copy this owner does not have (evicted, or
 			// dropped after a stale claim): correct the home, look again.
@@ -230,7 +229,7 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 			}
 			n.mu.Unlock()
 			n.dropAt(ctx, home, key, n.self, epoch, loc.Version)
-			return pause{}, nil
+			return nil, pause{}, nil
 		}
 		var pin pinResp
 		if err := n.call(ctx, holder, pathPin, pinReq{Key: key, Version: loc.Version}, &pin); err != nil {
@@ -239,17 +238,17 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 		}
 		switch pin.Status {
 		case stRetry:
-			return pause{}, nil
+			return nil, pause{}, nil
 		case stStale:
 			n.dropAt(ctx, home, key, holder, epoch, loc.Version)
-			return pause{}, nil
+			return nil, pause{}, nil
 		}
 		n.mu.Lock()
 		gen := n.gen[key]
 		n.mu.Unlock()
 		r, err := n.o.Store.Reserve(ctx, key, pin.Size, kv.PutOptions{})
 		if err != nil {
-			return pause{}, err
+			return nil, pause{}, err
 		}
 		err = n.readPinned(ctx, holder, pin, n.o.Store.Bytes(r))
 		if err != nil {
@@ -265,11 +264,11 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 			// (a write or pull of ours, perhaps newer): never replace it.
 			n.mu.Unlock()
 			_ = n.o.Store.Abort(r)
-			return pause{}, nil
+			return nil, pause{}, nil
 		}
 		if _, err := n.o.Store.Commit(r); err != nil {
 			n.mu.Unlock()
-			return pause{}, err
+			return nil, pause{}, err
 		}
 		n.local[key] = localCopy{version: loc.Version, size: pin.Size, home: home}
 		n.mu.Unlock()
@@ -284,12 +283,12 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 				n.dropLocked(key)
 			}
 			if err != nil {
-				return pause{}, fmt.Errorf("%w: registering a copy of %q at its home: %v", ErrUnavailable, key, err)
+				return nil, pause{}, fmt.Errorf("%w: registering a copy of %q at its home: %v", ErrUnavailable, key, err)
 			}
 			if st.Status == "nosession" {
 				delete(n.sessions, home)
 			}
-			return pause{}, nil
+			return nil, pause{}, nil
 		}
 		if home != n.self {
 			n.adoptSessionLocked(home, st.Session)
@@ -300,13 +299,20 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 			if ours {
 				n.dropLocked(key) // registered under a session since replaced
 			}
-			return pause{}, nil
+			return nil, pause{}, nil
 		}
 		lc.confirmed, lc.session = true, st.Session
 		n.local[key] = lc
-		return pause{}, nil
+		// Serve it at once, as the next attempt would (still under n.mu, so
+		// no invalidation slips in between confirming and handing it out).
+		if n.sessionLive(home) {
+			if h, err := n.o.Store.Get(key); err == nil {
+				return h, pause{}, nil
+			}
+		}
+		return nil, pause{}, nil
 	}
-	return pause{}, fmt.Errorf("%w: %q: %v", ErrUnavailable, key, lastErr)
+	return nil, pause{}, fmt.Errorf("%w: %q: %v", ErrUnavailable, key, lastErr)
 }
 
 // Striped bulk reads: a copy of at least stripeMin bytes is read in
