@@ -164,6 +164,15 @@ func TestUpStartStopRestart(t *testing.T) {
 	for _, what := range []string{"etcd ", "master ", "owner ", "/metrics", "fluxon status"} {
 		require.Contains(t, up.output(), what, "up prints where everything listens")
 	}
+	// The encrypted transports get a CA and a member certificate, kept
+	// across restarts.
+	require.Contains(t, up.output(), "tls      self-signed CA")
+	caPEM, err := os.ReadFile(filepath.Join(dir, ".fluxon", "tls", "ca.pem"))
+	require.NoError(t, err)
+	for _, f := range []string{"member.pem", "member-key.pem"} {
+		_, err := os.Stat(filepath.Join(dir, ".fluxon", "tls", f))
+		require.NoError(t, err, f)
+	}
 
 	var st clusterStatus
 	metatest.WaitFor(t, 15*time.Second, "a leading master and one owner", func() bool {
@@ -187,6 +196,9 @@ func TestUpStartStopRestart(t *testing.T) {
 		st, err = status(t, dir)
 		return err == nil && st.Leader != "" && len(st.Members[meta.RoleOwner]) == 1 && st.Epoch > firstEpoch
 	})
+	caAgain, err := os.ReadFile(filepath.Join(dir, ".fluxon", "tls", "ca.pem"))
+	require.NoError(t, err)
+	require.Equal(t, caPEM, caAgain, "the same CA after a restart")
 	// A second `up` on the same directory is refused while the first runs.
 	out, code := run(t, dir, "up", "--config", upCfg, "--http", "127.0.0.1:0")
 	require.Equal(t, 1, code)
@@ -194,7 +206,7 @@ func TestUpStartStopRestart(t *testing.T) {
 
 	require.NoError(t, up2.cmd.Process.Signal(syscall.SIGINT))
 	require.Equal(t, 0, up2.wait(t, 20*time.Second), "Ctrl-C stops cleanly")
-	_, err := os.Stat(filepath.Join(dir, ".fluxon", "logs", "up.log"))
+	_, err = os.Stat(filepath.Join(dir, ".fluxon", "logs", "up.log"))
 	require.NoError(t, err, "JSON logs go under log_dir")
 }
 

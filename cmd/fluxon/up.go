@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/control/node"
 	"github.com/fluxon-dev/fluxon/control/telemetry"
+	"github.com/fluxon-dev/fluxon/internal/selfsigned"
 )
 
 type upFlags struct {
@@ -122,6 +124,22 @@ func runUp(cmd *cobra.Command, f upFlags) error {
 		f.etcdPeer = peer
 	}
 
+	// The encrypted transports get certificates from the first start on: a
+	// CA and a member certificate under <dir>/tls, kept across restarts.
+	tlsNote := "from the config"
+	if cfg.Network.TLS.CertFile == "" {
+		hosts := []string{"127.0.0.1", "::1", "localhost", cfg.Network.AdvertiseAddress}
+		if h, err := os.Hostname(); err == nil {
+			hosts = append(hosts, h)
+		}
+		certs, err := selfsigned.Ensure(filepath.Join(dir, "tls"), hosts, 10*365*24*time.Hour)
+		if err != nil {
+			return fmt.Errorf("making the cluster's TLS certificates under %s: %w", filepath.Join(dir, "tls"), err)
+		}
+		cfg.Network.TLS = config.TLSConfig{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		tlsNote = "self-signed CA " + certs.CA
+	}
+
 	mcfg, ocfg := *cfg, *cfg
 	mcfg.InstanceKey = cfg.InstanceKey + "-master"
 	mcfg.NodeID, mcfg.MemberID = mcfg.InstanceKey, mcfg.InstanceKey
@@ -153,6 +171,7 @@ func runUp(cmd *cobra.Command, f upFlags) error {
 		fmt.Fprintf(out, "  RESP     %s (redis-cli -p %s)\n", ep["resp"], ep["resp"][strings.LastIndex(ep["resp"], ":")+1:])
 	}
 	fmt.Fprintf(out, "  local    %s (Go clients: fluxon.Open with shared_file_path %s)\n", ep["socket"], cfg.SharedFilePath)
+	fmt.Fprintf(out, "  tls      %s (quic, wss)\n", tlsNote)
 	fmt.Fprintf(out, "  logs     %s\n", cfg.LogDir)
 	fmt.Fprintf(out, "Inspect with 'fluxon status' (from this directory, or --etcd %s --cluster %s). Stop with Ctrl-C.\n", cfg.EtcdEndpoints[0], cfg.ClusterName)
 

@@ -211,6 +211,19 @@ type NetworkConfig struct {
 	// each other (another subnet, a firewall) and lets it dial through
 	// relays itself. Default on for owners; a master cannot relay.
 	Relay bool `yaml:"relay"`
+	// TLS is what the encrypted transports (quic, websocket as wss) present
+	// and trust. Without it they use an in-memory self-signed certificate
+	// and rely on Fluxon's own handshake (cluster name and incarnation),
+	// which authenticates nothing against an active attacker.
+	TLS TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig names PEM files: this member's certificate and key, and the CA
+// that signs every member's certificate (peers are verified both ways).
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
 }
 
 // MasterConfig is master-only.

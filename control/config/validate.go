@@ -372,6 +372,12 @@ func (v *validator) network() {
 		seen[d] = i
 	}
 
+	if t := n.TLS; (t.CertFile == "") != (t.KeyFile == "") {
+		v.fail(ErrRequired, "network.tls", "cert_file and key_file go together; give both, or neither for an in-memory self-signed certificate")
+	} else if t.CAFile != "" && t.CertFile == "" {
+		v.fail(ErrRequired, "network.tls.cert_file", "ca_file verifies peers both ways, so this member needs its own cert_file and key_file too")
+	}
+
 	if n.Relay && v.role == RoleMaster {
 		v.fail(ErrInvalid, "network.relay", "a master relays nothing (relays are owners); remove the line")
 	}

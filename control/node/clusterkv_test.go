@@ -26,6 +26,7 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv"
 	"github.com/fluxon-dev/fluxon/services/kv/kvgrpc"
 	"github.com/fluxon-dev/fluxon/services/kv/placement"
+	"github.com/fluxon-dev/fluxon/internal/selfsigned"
 	"github.com/fluxon-dev/fluxon/services/owner"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
 )
@@ -295,5 +296,36 @@ func TestClusterKVOwnerJoins(t *testing.T) {
 		require.Equal(t, "v2-"+k, ra.do("GET", k), "%s overwritten on B is seen on A", k)
 		require.Equal(t, ":1", ra.do("DEL", k))
 		require.Equal(t, "(nil)", rb.do("GET", k), "%s removed on A is gone on B", k)
+	}
+}
+
+// Owners whose only transport is quic, with certificates from a CA both
+// trust (network.tls, as `fluxon up` makes them): the cluster KV works over
+// mutually verified TLS.
+func TestClusterKVOverQUICWithTLS(t *testing.T) {
+	etcd := metatest.Embedded(t)
+	certs, err := selfsigned.Ensure(t.TempDir(), []string{"127.0.0.1"}, time.Hour)
+	require.NoError(t, err)
+	start := func(key string) *Running {
+		cfg := memberConfig(t, config.RoleOwner, etcd, key)
+		cfg.Network.Transports = []string{config.TransportQUIC}
+		cfg.Network.TLS = config.TLSConfig{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		r, err := Start(context.Background(), meta.RoleOwner, cfg, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	a, b := start("a"), start("b")
+	require.Equal(t, []string{"quic"}, multi.Names(a.Member.Endpoints[owner.KVEndpointKey]))
+	startMember(t, meta.RoleMaster, etcd, "m")
+	waitOwners(t, 2, a, b)
+	table := a.Routing()
+	ra, rb := dialRESP(t, a.Owner.Endpoints["resp"]), dialRESP(t, b.Owner.Endpoints["resp"])
+	metatest.WaitFor(t, 10*time.Second, "the first write through the cluster", func() bool {
+		return ra.do("SET", "probe", "x") == "+OK"
+	})
+	for _, k := range []string{keyHomedOn(t, table, "k-a-", "a"), keyHomedOn(t, table, "k-b-", "b")} {
+		require.Equal(t, "+OK", ra.do("SET", k, "over quic "+k), k)
+		require.Equal(t, "over quic "+k, rb.do("GET", k), "%s put on A, read through B over quic", k)
 	}
 }

@@ -41,16 +41,22 @@ func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheu
 	if err != nil {
 		return nil, nil, fmt.Errorf("network.tcp_reactor_mode: %w", err)
 	}
+	// network.tls: quic and websocket (then wss) present this certificate
+	// and verify peers against the CA; without it quic uses an in-memory
+	// self-signed one and websocket is plain ws.
+	tlsc := cfg.Network.TLS
 	var cands []transport.Candidate
 	for _, name := range cfg.Network.Transports {
 		switch name {
 		case config.TransportTCP:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) { return tc, nil }})
 		case config.TransportQUIC:
-			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) { return quic.New(quic.Options{Options: topts}) }})
+			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
+				return quic.New(quic.Options{Options: topts, CertFile: tlsc.CertFile, KeyFile: tlsc.KeyFile, CAFile: tlsc.CAFile})
+			}})
 		case config.TransportWebSocket:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
-				return websocket.New(websocket.Options{Options: topts})
+				return websocket.New(websocket.Options{Options: topts, CertFile: tlsc.CertFile, KeyFile: tlsc.KeyFile, CAFile: tlsc.CAFile})
 			}})
 		case config.TransportUCX:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) { return ucx.New(ucx.Options{Options: topts}) }})
