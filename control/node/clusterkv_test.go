@@ -23,10 +23,10 @@ import (
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/control/meta/metatest"
+	"github.com/fluxon-dev/fluxon/internal/selfsigned"
 	"github.com/fluxon-dev/fluxon/services/kv"
 	"github.com/fluxon-dev/fluxon/services/kv/kvgrpc"
 	"github.com/fluxon-dev/fluxon/services/kv/placement"
-	"github.com/fluxon-dev/fluxon/internal/selfsigned"
 	"github.com/fluxon-dev/fluxon/services/owner"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
 )
