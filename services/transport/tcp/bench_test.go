@@ -8,11 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/transporttest"
 )
 
 // The benchmarks run the same work three ways in one run: over a plain
@@ -35,30 +34,6 @@ var benchModes = []ReactorMode{ReactorEventDriven, ReactorBusyPoll}
 
 var benchSpin = flag.Duration("busy-poll-spin", DefaultBusyPollSpin, "BusyPollSpin for the busy_poll benchmarks")
 
-var (
-	benchServer = transport.Identity{ClusterName: "bench", InstanceKey: "owner", StartTime: time.Unix(1, 0), Role: "owner"}
-	benchClient = transport.Identity{ClusterName: "bench", InstanceKey: "client", StartTime: time.Unix(2, 0), Role: "external"}
-)
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// measure runs body b.N times and returns ns per op, reporting CPU per op.
-func measure(b *testing.B, body func()) float64 {
-	b.ReportAllocs()
-	cpu0 := cpuTime()
-	b.ResetTimer()
-	for b.Loop() {
-		body()
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-	return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-}
-
 // benchPair listens and dials with the transport in mode, serving an
 // echo handler and reads from src.
 func benchPair(b *testing.B, mode ReactorMode, src []byte) transport.Conn {
@@ -67,27 +42,7 @@ func benchPair(b *testing.B, mode ReactorMode, src []byte) transport.Conn {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := transport.HandlerFuncs{
-		Request: func(_ context.Context, _ transport.Identity, _ string, p []byte) ([]byte, error) { return p, nil },
-		Inline:  func(path string) bool { return path == "/inline" },
-		Read: func(_ context.Context, _ transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
-			return src[ref.Offset : ref.Offset+ref.Length], nil, nil
-		},
-	}
-	ctx := context.Background()
-	l, err := tr.Listen(ctx, "127.0.0.1:0", benchServer, h, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := tr.Dial(ctx, l.Addr(), benchClient, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = c.Close()
-		_ = l.Close()
-	})
-	return c
+	return transporttest.BenchPair(b, tr, tr, src)
 }
 
 // netConnPair is the floor's connection: a client net.Conn whose server
@@ -135,7 +90,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 		})
 		msg := make([]byte, rttPayload)
 		reply := make([]byte, rttPayload)
-		floor = measure(b, func() {
+		floor = transporttest.Measure(b, func() {
 			if _, err := c.Write(msg); err != nil {
 				b.Fatal(err)
 			}
@@ -156,7 +111,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 				c := benchPair(b, mode, nil)
 				msg := make([]byte, rttPayload)
 				ctx := context.Background()
-				ns := measure(b, func() {
+				ns := transporttest.Measure(b, func() {
 					if _, err := c.Request(ctx, path, msg); err != nil {
 						b.Fatal(err)
 					}
@@ -211,7 +166,7 @@ func BenchmarkBulkRead16MiB(b *testing.B) {
 		})
 		dst := make([]byte, bulkSize)
 		b.SetBytes(bulkSize)
-		floor = measure(b, func() {
+		floor = transporttest.Measure(b, func() {
 			if _, err := c.Write([]byte{1}); err != nil {
 				b.Fatal(err)
 			}
@@ -227,7 +182,7 @@ func BenchmarkBulkRead16MiB(b *testing.B) {
 			ref := transport.RemoteRef{Length: bulkSize}
 			ctx := context.Background()
 			b.SetBytes(bulkSize)
-			ns := measure(b, func() {
+			ns := transporttest.Measure(b, func() {
 				if err := c.ReadRemote(ctx, ref, dst); err != nil {
 					b.Fatal(err)
 				}

@@ -45,12 +45,14 @@ func Measure(b *testing.B, body func()) float64 {
 	return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 }
 
-// BenchPair listens with srv on loopback, serving an echo handler and bulk
-// reads from src, and dials it with cli.
+// BenchPair listens with srv on loopback, serving an echo handler (inline
+// on the connection's reader for path "/inline") and bulk reads from src,
+// and dials it with cli.
 func BenchPair(b *testing.B, srv, cli transport.Transport, src []byte) transport.Conn {
 	b.Helper()
 	h := transport.HandlerFuncs{
 		Request: func(_ context.Context, _ transport.Identity, _ string, p []byte) ([]byte, error) { return p, nil },
+		Inline:  func(path string) bool { return path == "/inline" },
 		Read: func(_ context.Context, _ transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
 			return src[ref.Offset : ref.Offset+ref.Length], nil, nil
 		},
