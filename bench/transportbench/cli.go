@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/fluxon-dev/fluxon/bench/benchenv"
+	cdpdk "github.com/fluxon-dev/fluxon/cgo/dpdk"
 	"github.com/fluxon-dev/fluxon/internal/netlab"
 )
 
@@ -59,6 +61,43 @@ type cliOpts struct {
 	listen      string
 	connect     string
 	rdmaDevices []string
+	dpdk        dpdkFlags
+}
+
+// dpdkFlags are one side's DPDK port settings.
+type dpdkFlags struct {
+	address  string
+	vdevs    []string
+	ealArgs  []string
+	noHuge   bool
+	memoryMB int
+}
+
+// add puts the flags on f (every command that builds transports has them).
+func (d *dpdkFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&d.address, "dpdk-address", "", "this side's DPDK port as dpdk://<device>:<port>; a server listens on that service port, a client dials from the device")
+	f.StringArrayVar(&d.vdevs, "dpdk-vdev", nil, "a virtual device for the EAL, e.g. net_af_packet0,iface=eth1 (repeat for more)")
+	f.StringArrayVar(&d.ealArgs, "dpdk-eal-arg", nil, "a further EAL option, e.g. --log-level=lib.eal:debug (repeat for more)")
+	f.BoolVar(&d.noHuge, "dpdk-no-huge", false, "run the EAL without hugepages")
+	f.IntVar(&d.memoryMB, "dpdk-memory-mb", 0, "the EAL's memory in MiB (0: cgo/dpdk's default)")
+}
+
+// args gives the flags back as a command line, for a re-executed side.
+func (d dpdkFlags) args() []string {
+	if d.address == "" {
+		return nil
+	}
+	a := []string{"--dpdk-address", d.address, "--dpdk-memory-mb", strconv.Itoa(d.memoryMB)}
+	for _, v := range d.vdevs {
+		a = append(a, "--dpdk-vdev", v)
+	}
+	for _, v := range d.ealArgs {
+		a = append(a, "--dpdk-eal-arg", v)
+	}
+	if d.noHuge {
+		a = append(a, "--dpdk-no-huge")
+	}
+	return a
 }
 
 // NewCommand is the `transport` command: `fluxon bench transport` and
@@ -130,6 +169,7 @@ as a multiple of the C one. Otherwise everything runs over loopback.`,
 	f.StringVar(&o.listen, "listen", "", "serve every transport on this host:port until Ctrl-C, for a --connect from another host")
 	f.StringVar(&o.connect, "connect", "", "measure against a --listen server at this host:port")
 	f.StringSliceVar(&o.rdmaDevices, "rdma-devices", nil, "RDMA devices rdma may use, as ibv_devices lists them (default: any)")
+	o.dpdk.add(f)
 	f.BoolVar(&o.netns, "netns", false, "run server and client in two network namespaces over one veth link, with iperf3 and cping (root)")
 	f.StringVar(&o.cping, "cping", "bin/cping", "with --netns: the C ping-pong binary (make bench-transport builds it from bench/cping)")
 	f.StringVar(&o.dir, "dir", "", "with --netns: where logs go (default: a temporary directory)")
@@ -138,7 +178,13 @@ as a multiple of the C one. Otherwise everything runs over loopback.`,
 	return cmd
 }
 
-func (o cliOpts) env() Env { return Env{RDMADevices: o.rdmaDevices} }
+func (o cliOpts) env() Env {
+	e := Env{RDMADevices: o.rdmaDevices}
+	if d := o.dpdk; d.address != "" {
+		e.DPDK = &DPDKPort{Address: d.address, EAL: cdpdk.EAL{NoHuge: d.noHuge, MemoryMB: d.memoryMB, VDevs: d.vdevs, Extra: d.ealArgs}}
+	}
+	return e
+}
 
 func (o cliOpts) plan() (Plan, error) {
 	p := Plan{Concurrency: o.concurrency, Duration: o.duration, MinOps: o.minOps}
@@ -253,6 +299,7 @@ func newServeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	cmd.Flags().StringSliceVar(&o.variants, "transports", DefaultVariants, "transports")
 	cmd.Flags().StringSliceVar(&o.rdmaDevices, "rdma-devices", nil, "")
+	o.dpdk.add(cmd.Flags())
 	return cmd
 }
 
@@ -293,6 +340,7 @@ func newClientCmd() *cobra.Command {
 	f.DurationVar(&o.duration, "duration", DefaultDuration, "")
 	f.IntVar(&o.minOps, "min-ops", DefaultMinOps, "")
 	f.StringSliceVar(&o.rdmaDevices, "rdma-devices", nil, "")
+	o.dpdk.add(f)
 	return cmd
 }
 
@@ -331,8 +379,10 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 		common = append(common, "--rdma-devices", strings.Join(o.rdmaDevices, ","))
 	}
 
+	srvDPDK, cliDPDK := netnsDPDK(o)
+
 	// The server, in the first namespace.
-	serve := exec.CommandContext(ctx, "ip", inNS(srv.NS, append([]string{"serve", "--host", srvIP}, common...)...)...)
+	serve := exec.CommandContext(ctx, "ip", inNS(srv.NS, append(append([]string{"serve", "--host", srvIP}, common...), srvDPDK.args()...)...)...)
 	serve.Env = env
 	serve.Stderr = logw
 	stdin, err := serve.StdinPipe()
@@ -365,7 +415,7 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 	}
 	client := exec.CommandContext(ctx, "ip", inNS(cli.NS, append([]string{"client", "--hello", strings.TrimSpace(string(line)),
 		"--sizes", strings.Join(sizes, ","), "--concurrency", strings.Join(concs, ","),
-		"--duration", p.Duration.String(), "--min-ops", strconv.Itoa(p.MinOps)}, common...)...)...)
+		"--duration", p.Duration.String(), "--min-ops", strconv.Itoa(p.MinOps)}, append(common, cliDPDK.args()...)...)...)...)
 	client.Env = env
 	client.Stderr = logw
 	cout, err := client.Output()
@@ -387,6 +437,28 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 	peers.CpingP50, peers.CpingP99, peers.CpingErr = runCping(ctx, o.cping, srv, cli, srvIP)
 	Print(out, rows, peers, skipped)
 	return nil
+}
+
+// netnsDPDKPort is the server's dpdk service port in --netns runs.
+const netnsDPDKPort = 7100
+
+// netnsDPDK is each side's DPDK port in --netns runs: an af_packet port on
+// its end of the veth link (netlab.StartChain names them r1 and l1), no
+// hugepages. Nothing when dpdk is not measured; the user's --dpdk-* flags,
+// if any, are taken as they are for both sides (their vdevs must then name
+// the namespaces' interfaces).
+func netnsDPDK(o cliOpts) (srv, cli dpdkFlags) {
+	if !contains(o.variants, "dpdk") {
+		return dpdkFlags{}, dpdkFlags{}
+	}
+	if o.dpdk.address != "" {
+		return o.dpdk, o.dpdk
+	}
+	side := func(iface string, port int) dpdkFlags {
+		return dpdkFlags{address: fmt.Sprintf("dpdk://net_af_packet0:%d", port), vdevs: []string{"net_af_packet0,iface=" + iface},
+			noHuge: true, memoryMB: cdpdk.DefaultMemoryMB, ealArgs: o.dpdk.ealArgs}
+	}
+	return side("r1", netnsDPDKPort), side("l1", 0)
 }
 
 // parseClient reads the hidden client's lines: rows and skipped variants.

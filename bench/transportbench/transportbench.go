@@ -28,6 +28,7 @@ import (
 
 	cdpdk "github.com/fluxon-dev/fluxon/cgo/dpdk"
 	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/dpdk"
 	"github.com/fluxon-dev/fluxon/services/transport/quic"
 	"github.com/fluxon-dev/fluxon/services/transport/rdma"
 	"github.com/fluxon-dev/fluxon/services/transport/tcp"
@@ -52,9 +53,8 @@ var DefaultSizes = []int{64, 4 << 10, 64 << 10, 1 << 20, 16 << 20}
 // ErrUnknownVariant: a variant name New does not know.
 var ErrUnknownVariant = errors.New("transportbench: unknown transport variant")
 
-// ErrDPDKNotMeasured: the dpdk transport is compiled in but this benchmark
-// does not drive it (it needs an EAL and a DPDK port on each side).
-var ErrDPDKNotMeasured = errors.New("dpdk: not driven by this benchmark (each side needs an EAL and its own DPDK port); go test -tags dpdk -bench . ./services/transport/dpdk measures it over net_af_packet")
+// ErrDPDKNotConfigured: dpdk is compiled in but has no port to use.
+var ErrDPDKNotConfigured = errors.New("dpdk: no DPDK port configured; give --dpdk-address and --dpdk-vdev on each side (each host needs its own port: frames a port sends to itself never come back, so one process over loopback cannot measure it; --netns sets them up)")
 
 // Env is what building a variant needs besides its name.
 type Env struct {
@@ -62,6 +62,35 @@ type Env struct {
 	Log *slog.Logger
 	// RDMADevices restricts rdma to these devices (empty: any).
 	RDMADevices []string
+	// DPDK is this side's DPDK port (nil: dpdk is not measured).
+	DPDK *DPDKPort
+}
+
+// DPDKPort is one side's DPDK setup: the EAL, and the address whose device
+// is the port to open (a server also listens on its service port).
+type DPDKPort struct {
+	Address string
+	EAL     cdpdk.EAL
+}
+
+// dpdkOpen holds the process's one DPDK port: the EAL starts once per
+// process, so every dpdk transport of a run shares it.
+var dpdkOpen struct {
+	once sync.Once
+	ep   *dpdk.Endpoint
+	err  error
+}
+
+func dpdkEndpoint(p DPDKPort) (*dpdk.Endpoint, error) {
+	dpdkOpen.once.Do(func() {
+		a, _, err := dpdk.ParseAddr(p.Address)
+		if err != nil {
+			dpdkOpen.err = fmt.Errorf("--dpdk-address: %w", err)
+			return
+		}
+		dpdkOpen.ep, dpdkOpen.err = dpdk.OpenDPDK(p.EAL, a.Device, dpdk.EndpointConfig{})
+	})
+	return dpdkOpen.ep, dpdkOpen.err
 }
 
 func (e Env) log() *slog.Logger {
@@ -97,7 +126,14 @@ func New(variant string, env Env) (transport.Transport, error) {
 		if !cdpdk.Supported() {
 			return nil, cdpdk.ErrNotSupported
 		}
-		return nil, ErrDPDKNotMeasured
+		if env.DPDK == nil || env.DPDK.Address == "" {
+			return nil, ErrDPDKNotConfigured
+		}
+		ep, err := dpdkEndpoint(*env.DPDK)
+		if err != nil {
+			return nil, err
+		}
+		return dpdk.New(dpdk.Options{Options: o, Endpoints: []*dpdk.Endpoint{ep}})
 	}
 	return nil, fmt.Errorf("%w %q; use %v", ErrUnknownVariant, variant, DefaultVariants)
 }
@@ -169,7 +205,10 @@ func Serve(ctx context.Context, addr string, variants []string, env Env) (*Serve
 			continue
 		}
 		la := net.JoinHostPort(host, "0")
-		if port != 0 {
+		switch {
+		case v == "dpdk":
+			la = env.DPDK.Address // New built it, so it is set
+		case port != 0:
 			next++
 			la = net.JoinHostPort(host, strconv.Itoa(next))
 		}

@@ -34,21 +34,23 @@ func noRDMADevice(t *testing.T) {
 	}
 }
 
-// fluxon bench transport over loopback: tcp has a measured row per size,
-// and rdma, with no device here, is listed as skipped with the reason.
+// fluxon bench transport over loopback: tcp has a measured row per size;
+// rdma, with no device here, and dpdk, with no port given (or not built
+// in), are listed as skipped with the reason.
 func TestBenchTransportLoopback(t *testing.T) {
 	noRDMADevice(t)
 	r := newRoot()
 	var out bytes.Buffer
 	r.SetOut(&out)
-	r.SetArgs(append([]string{"bench", "transport", "--transports", "tcp,rdma"}, tinyBench...))
+	r.SetArgs(append([]string{"bench", "transport", "--transports", "tcp,rdma,dpdk"}, tinyBench...))
 	require.NoError(t, r.Execute())
 	s := out.String()
 	require.Contains(t, s, "transport benchmark over loopback")
 	require.Regexp(t, benchRow("tcp", "64 B"), s)
 	require.Regexp(t, benchRow("tcp", "4 KiB"), s)
 	require.Regexp(t, `(?m)^  skipped: rdma: rdma transport: no RDMA device`, s)
-	require.NotRegexp(t, `(?m)^\s*rdma\s+64 B`, s, "rdma has no row of its own")
+	require.Regexp(t, `(?m)^  skipped: dpdk: dpdk: (not in this build|no DPDK port configured; give --dpdk-address)`, s)
+	require.NotRegexp(t, `(?m)^\s*(rdma|dpdk)\s+64 B`, s, "skipped transports have no rows")
 }
 
 // The two-host form on one host: --listen serves until cancelled and says
