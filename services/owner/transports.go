@@ -26,6 +26,23 @@ import (
 // owner's config does not give.
 var errNotConfigured = errors.New("not configured")
 
+// errOneSidedObjectReads: rdma refused for a node whose bulk reads name a
+// pinned object (RemoteRef.Tag, offsets inside the object) that its
+// ServeRead resolves. One-sided reads never call ServeRead and would read
+// pool segment RemoteRef.Segment at those offsets: the wrong bytes.
+var errOneSidedObjectReads = errors.New("rdma: not offered on the cluster KV node: its bulk reads name pinned objects, which one-sided reads cannot resolve (they need pool segment references)")
+
+// nodeTransports says how one of the owner's nodes uses its transports.
+type nodeTransports struct {
+	// dpdkAddr is where the node's dpdk listener goes
+	// (network.dpdk.address for the RPC node; the same device on any free
+	// port for the KV node).
+	dpdkAddr string
+	// objectReads: the node's ReadRemote references are object-relative,
+	// served by its ServeRead (the cluster KV), so one-sided rdma is out.
+	objectReads bool
+}
+
 // transportStats returns the owner's transport counters, registered on reg
 // the first time: the RPC node and the cluster KV node share them.
 func (o *Owner) transportStats(reg prometheus.Registerer) *multi.Stats {
@@ -41,9 +58,7 @@ func (o *Owner) transportStats(reg prometheus.Registerer) *multi.Stats {
 // newTransport builds the owner's data-plane transport: every transport
 // of network.transports that can run here, in that order, behind one
 // multi transport. The ones that cannot run are logged once, with why.
-// dpdkAddr is where this node's dpdk listener goes (network.dpdk.address
-// for the RPC node; the same device on any free port for the KV node).
-func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, dpdkAddr string) (*multi.Transport, *tcp.Transport, error) {
+func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, node nodeTransports) (*multi.Transport, *tcp.Transport, error) {
 	topts := transport.Options{Log: log}
 	tc, err := tcp.New(tcp.Options{Options: topts, Reactor: tcp.ReactorMode(cfg.Network.TCPReactorMode)})
 	if err != nil {
@@ -70,11 +85,11 @@ func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheu
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) { return ucx.New(ucx.Options{Options: topts}) }})
 		case config.TransportRDMA:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
-				return o.rdmaTransport(cfg, topts, tc)
+				return rdmaForNode(node, func() (transport.Transport, error) { return o.rdmaTransport(cfg, topts, tc) })
 			}})
 		case config.TransportDPDK:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
-				return o.dpdkTransport(cfg, topts, dpdkAddr)
+				return o.dpdkTransport(cfg, topts, node.dpdkAddr)
 			}})
 		}
 	}
@@ -106,6 +121,19 @@ func logNotOffered(log *slog.Logger, name string, err error) {
 		return
 	}
 	log.Info("transport not offered", "transport", name, "reason", err)
+}
+
+// rdmaForNode opens rdma (the device decides first: on a host without one
+// that is the reason given) and refuses it to a node with object reads.
+func rdmaForNode(node nodeTransports, open func() (transport.Transport, error)) (transport.Transport, error) {
+	t, err := open()
+	if err != nil {
+		return nil, err
+	}
+	if node.objectReads {
+		return nil, errOneSidedObjectReads
+	}
+	return t, nil
 }
 
 // rdmaTransport opens the RDMA device once per owner (both nodes share

@@ -2,6 +2,7 @@ package owner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,7 +15,9 @@ import (
 	"github.com/fluxon-dev/fluxon/control/meta/metatest"
 	"github.com/fluxon-dev/fluxon/internal/logtest"
 	"github.com/fluxon-dev/fluxon/services/rpc"
+	"github.com/fluxon-dev/fluxon/services/transport"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
+	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
 // startClusterOwner starts an owner inside a cluster (embedded etcd), so
@@ -116,6 +119,29 @@ func TestRDMASegmentsArePoolSegments(t *testing.T) {
 	for i, s := range segs {
 		if s.ID != uint32(i) || s.Len != info.SegmentSize || s.Base != ps[i].Data {
 			t.Errorf("rdma segment %d = %+v, pool segment %+v", i, s, ps[i])
+		}
+	}
+}
+
+// With a device, rdma goes to the RPC node (requests only, over rdma's
+// control channel) and not to the cluster KV node, whose object-relative
+// bulk reads one-sided rdma would resolve against the wrong memory.
+// Without one, the missing device is the reason on both.
+func TestRDMAOnlyWhereReadsNameSegments(t *testing.T) {
+	dev := tcp.Name // any transport stands in for an opened device
+	opened := func() (transport.Transport, error) { return tcp.New(tcp.Options{}) }
+	noDevice := func() (transport.Transport, error) { return nil, cgordma.ErrNoDevice }
+
+	tr, err := rdmaForNode(nodeTransports{}, opened)
+	if err != nil || tr.Name() != dev {
+		t.Fatalf("RPC node with a device: %v, %v; want the transport", tr, err)
+	}
+	if _, err := rdmaForNode(nodeTransports{objectReads: true}, opened); !errors.Is(err, errOneSidedObjectReads) {
+		t.Fatalf("KV node with a device: %v, want errOneSidedObjectReads", err)
+	}
+	for _, node := range []nodeTransports{{}, {objectReads: true}} {
+		if _, err := rdmaForNode(node, noDevice); !errors.Is(err, cgordma.ErrNoDevice) {
+			t.Fatalf("%+v without a device: %v, want ErrNoDevice", node, err)
 		}
 	}
 }
