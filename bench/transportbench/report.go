@@ -104,9 +104,7 @@ func Print(w io.Writer, rows []Row, peers Peers, skipped map[string]string) {
 			fmt.Fprintf(w, "  error: %s %s %s conc %d: %s\n", r.Transport, r.Mode, sizeName(r.Size), r.Concurrency, r.Err)
 		}
 	}
-	for v, why := range skipped {
-		fmt.Fprintf(w, "  not run: %s: %s\n", v, why)
-	}
+	printSkipped(w, skipped)
 
 	fmt.Fprintf(w, "\nagainst the peers (same link, same run):\n")
 	// Bulk is the transport's bulk path: ReadRemote of a range straight
@@ -141,7 +139,7 @@ func Print(w io.Writer, rows []Row, peers Peers, skipped map[string]string) {
 		fmt.Fprintf(w, "  tcp busy-poll 64 B RTT p50 %.1f us = %.2fx the C ping-pong's %.1f us (p99 %.1f vs %.1f; target <= 1.2x)\n",
 			bp.P50, bp.P50/peers.CpingP50, peers.CpingP50, bp.P99, peers.CpingP99)
 	}
-	for _, tr := range []string{"quic", "websocket", "ucx"} {
+	for _, tr := range []string{"quic", "websocket", "ucx", "rdma", "dpdk"} {
 		r, ok := find(rows, tr, bulkMode, BulkSize, 1)
 		if !ok || !okBulk {
 			fmt.Fprintf(w, "  %s bulk vs tcp: not measured\n", tr)

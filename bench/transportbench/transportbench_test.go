@@ -13,14 +13,14 @@ import (
 // TestLoopback runs a tiny plan over loopback for tcp and websocket: every
 // cell completes without errors, and the report compares them.
 func TestLoopback(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	s, err := Serve(context.Background(), "127.0.0.1", []string{"tcp", "websocket", "nosuch"}, log)
+	env := Env{Log: slog.New(slog.DiscardHandler)}
+	s, err := Serve(context.Background(), "127.0.0.1:0", []string{"tcp", "websocket", "nosuch"}, env)
 	require.NoError(t, err)
 	defer s.Close()
 	require.Contains(t, s.Skipped, "nosuch")
 	var rows []Row
 	for _, v := range []string{"tcp", "websocket"} {
-		require.NoError(t, Measure(context.Background(), v, s.Addrs[v], Plan{Sizes: []int{64, 70000}, Concurrency: []int{1, 3}, Duration: 20 * time.Millisecond, MinOps: 5}, log,
+		require.NoError(t, Measure(context.Background(), v, s.Addrs[v], Plan{Sizes: []int{64, 70000}, Concurrency: []int{1, 3}, Duration: 20 * time.Millisecond, MinOps: 5}, env,
 			func(r Row) { rows = append(rows, r) }))
 	}
 	require.Len(t, rows, 2*2*2*3, "transports x sizes x concurrencies x modes (pingpong, stream, read)")
@@ -33,5 +33,5 @@ func TestLoopback(t *testing.T) {
 	Print(&out, rows, Peers{Link: "loopback"}, s.Skipped)
 	require.Contains(t, out.String(), "websocket")
 	require.Contains(t, out.String(), "100%", "tcp against itself")
-	require.Contains(t, out.String(), "not run: nosuch")
+	require.Contains(t, out.String(), "skipped: nosuch")
 }

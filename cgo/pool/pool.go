@@ -256,6 +256,30 @@ func (p *Pool) Path() string { return p.path }
 // Owner reports whether this is the owner's handle (from Create).
 func (p *Pool) Owner() bool { return p.owner }
 
+// Segments lists the pool's segments in this process's mapping, in order:
+// segment i starts at the mapping's base + i*SegmentSize, so an object at
+// offset off lies in segment off/SegmentSize at off%SegmentSize (objects
+// never cross a segment unless they span several). The pointers stay valid
+// until Close or Destroy: whoever registers them (rdma) must deregister
+// first.
+func (p *Pool) Segments() ([]Segment, error) {
+	slot, ok := p.calls.enter()
+	if !ok {
+		return nil, ErrClosed
+	}
+	defer p.calls.exit(slot)
+	var in C.flx_pool_info
+	if err := check("pool.Segments", C.flx_pool_get_info(p.h, &in), nil); err != nil {
+		return nil, err
+	}
+	segs := make([]Segment, in.segment_count)
+	size := uint64(in.segment_size)
+	for i := range segs {
+		segs[i] = Segment{Index: uint32(i), Data: unsafe.Add(in.base, uint64(i)*size), Len: size}
+	}
+	return segs, nil
+}
+
 // Info returns the pool's geometry and identity.
 func (p *Pool) Info() (Info, error) {
 	slot, ok := p.calls.enter()

@@ -57,6 +57,9 @@ func (p *Pool) Path() string { return "" }
 // Owner returns false.
 func (p *Pool) Owner() bool { return false }
 
+// Segments returns ErrNotSupported.
+func (p *Pool) Segments() ([]Segment, error) { return nil, ErrNotSupported }
+
 // Info returns ErrNotSupported.
 func (p *Pool) Info() (Info, error) { return Info{}, ErrNotSupported }
 

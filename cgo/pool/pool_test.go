@@ -565,3 +565,39 @@ func BenchmarkLifecycle(b *testing.B) {
 		}
 	}
 }
+
+// Segments tile the mapping: one per segment, contiguous, each
+// SegmentSize long, and an object at offset off lies in segment
+// off/SegmentSize at off%SegmentSize, the RemoteRef an rdma peer reads.
+func TestSegmentsTileThePool(t *testing.T) {
+	const seg = 1 << 20
+	p := newPool(t, 4*seg, seg)
+	segs, err := p.Segments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := p.Info()
+	if uint64(len(segs)) != info.SegmentCount || len(segs) != 4 {
+		t.Fatalf("%d segments, info says %d, want 4", len(segs), info.SegmentCount)
+	}
+	for i, s := range segs {
+		if s.Index != uint32(i) || s.Len != seg || uintptr(s.Data) != uintptr(segs[0].Data)+uintptr(i)*seg {
+			t.Fatalf("segment %d = %+v, base %p", i, s, segs[0].Data)
+		}
+	}
+	off, err := p.Alloc(3*seg/2, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := p.Bytes(off)
+	s := segs[uint64(off)/seg]
+	if got, want := uintptr(unsafe.Pointer(&data[0])), uintptr(s.Data)+uintptr(uint64(off)%seg); got != want {
+		t.Fatalf("object at %d is at %#x, segment %d says %#x", off, got, s.Index, want)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Segments(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Segments after Close = %v, want ErrClosed", err)
+	}
+}

@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"time"
+	"unsafe"
 )
 
 // Offset names an object: the byte offset of its data from the start of the pool file.
@@ -102,6 +103,15 @@ type Info struct {
 	OwnerPID     int
 	FS           FSKind
 	Owner        bool
+}
+
+// Segment is one segment of this process's mapping of the pool: the unit
+// of RDMA registration. Data is pool memory (an mmap the GC never moves),
+// valid until the handle is closed.
+type Segment struct {
+	Index uint32
+	Data  unsafe.Pointer
+	Len   uint64
 }
 
 // Options change how Create makes the pool file.

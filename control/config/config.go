@@ -216,6 +216,29 @@ type NetworkConfig struct {
 	// and rely on Fluxon's own handshake (cluster name and incarnation),
 	// which authenticates nothing against an active attacker.
 	TLS TLSConfig `yaml:"tls"`
+	// DPDK configures the dpdk transport of an owner. The owner offers
+	// dpdk only when Address is set (and the binary has the dpdk build tag).
+	DPDK DPDKConfig `yaml:"dpdk"`
+}
+
+// DPDKConfig is the dpdk transport's per-host setup: the EAL (DPDK's
+// runtime, initialised once per process) and the port the owner listens on.
+type DPDKConfig struct {
+	// Address is where the owner listens: "dpdk://<device>:<port>", the
+	// device a DPDK port name (a vdev such as net_af_packet0), the port a
+	// service port of Fluxon's own framing (0: any free one). The address
+	// advertised adds the port's MAC.
+	Address string `yaml:"address"`
+	// VDevs are virtual devices the EAL creates (--vdev), e.g.
+	// "net_af_packet0,iface=eth1".
+	VDevs []string `yaml:"vdevs"`
+	// EALArgs are passed to the EAL after Fluxon's own (core, file prefix,
+	// memory, --no-huge, --vdev come from the other fields).
+	EALArgs []string `yaml:"eal_args"`
+	// NoHuge runs the EAL on plain memory instead of hugepages.
+	NoHuge bool `yaml:"no_huge"`
+	// Memory is the EAL's memory (-m); 0: cgo/dpdk's default (128MiB).
+	Memory Size `yaml:"memory"`
 }
 
 // TLSConfig names PEM files: this member's certificate and key, and the CA

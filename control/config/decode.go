@@ -42,6 +42,7 @@ var fieldRoles = []struct {
 	{"pool", []Role{RoleOwner, RoleUp}, "only owners hold a pool"},
 	{"listen.resp", []Role{RoleOwner, RoleUp}, "only owners serve RESP"},
 	{"master", []Role{RoleMaster, RoleUp}, "it configures the master's election"},
+	{"network.dpdk", []Role{RoleOwner, RoleUp}, "only owners serve the dpdk transport"},
 }
 
 // roleFieldError reports whether path is another role's field, and if so the

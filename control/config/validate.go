@@ -358,19 +358,9 @@ func (v *validator) network() {
 		seen[t] = i
 	}
 
-	seen = map[string]int{}
-	for i, d := range n.RDMADeviceNames {
-		path := fmt.Sprintf("network.rdma_device_names[%d]", i)
-		if d == "" || len(d) > MaxNameLen || strings.IndexFunc(d, func(r rune) bool { return r > 0x7f || !isNameByte(byte(r)) }) >= 0 {
-			v.fail(ErrInvalid, path, "%s is not an RDMA device name; use a name listed by ibv_devices, e.g. mlx5_0", quote(d))
-			continue
-		}
-		if j, dup := seen[d]; dup {
-			v.fail(ErrDuplicate, path, "%s is already listed at network.rdma_device_names[%d]; list each device once", quote(d), j)
-			continue
-		}
-		seen[d] = i
-	}
+	v.devices("network.rdma_device_names", n.RDMADeviceNames, func(d string) bool {
+		return d != "" && len(d) <= MaxNameLen && strings.IndexFunc(d, func(r rune) bool { return r > 0x7f || !isNameByte(byte(r)) }) < 0
+	}, "an RDMA device name; use a name listed by ibv_devices, e.g. mlx5_0")
 
 	if t := n.TLS; (t.CertFile == "") != (t.KeyFile == "") {
 		v.fail(ErrRequired, "network.tls", "cert_file and key_file go together; give both, or neither for an in-memory self-signed certificate")
@@ -378,11 +368,103 @@ func (v *validator) network() {
 		v.fail(ErrRequired, "network.tls.cert_file", "ca_file verifies peers both ways, so this member needs its own cert_file and key_file too")
 	}
 
+	v.dpdk()
+
 	if n.Relay && v.role == RoleMaster {
 		v.fail(ErrInvalid, "network.relay", "a master relays nothing (relays are owners); remove the line")
 	}
 
 	v.advertise()
+}
+
+// devices checks a list of device names: each one valid (what says what a
+// valid one is, and how to write it) and listed once.
+func (v *validator) devices(field string, list []string, valid func(string) bool, what string) {
+	seen := map[string]int{}
+	for i, d := range list {
+		path := fmt.Sprintf("%s[%d]", field, i)
+		if !valid(d) {
+			v.fail(ErrInvalid, path, "%s is not %s", quote(d), what)
+			continue
+		}
+		if j, dup := seen[d]; dup {
+			v.fail(ErrDuplicate, path, "%s is already listed at %s[%d]; list each device once", quote(d), field, j)
+			continue
+		}
+		seen[d] = i
+	}
+}
+
+// dpdkReservedArgs are EAL arguments Fluxon sets itself, with the field
+// that sets each.
+var dpdkReservedArgs = map[string]string{
+	"-l": "", "--lcores": "", "--file-prefix": "", "-m": "network.dpdk.memory", "--socket-mem": "network.dpdk.memory",
+	"--no-huge": "network.dpdk.no_huge", "--vdev": "network.dpdk.vdevs",
+}
+
+// minDPDKMemory is the least EAL memory worth starting with: the mbuf
+// pool alone takes several MiB.
+const minDPDKMemory = 16 * MiB
+
+func (v *validator) dpdk() {
+	d := &v.c.Network.DPDK
+	if d.Address == "" {
+		if len(d.VDevs) > 0 || len(d.EALArgs) > 0 || d.NoHuge || d.Memory != 0 {
+			v.fail(ErrRequired, "network.dpdk", "address is missing: the other fields need the address the owner listens on, e.g. address: dpdk://net_af_packet0:7100; set it, or remove network.dpdk")
+		}
+		return
+	}
+	if err := checkDPDKAddress(d.Address); err != "" {
+		v.fail(ErrInvalid, "network.dpdk.address", "%s is not a dpdk listen address: %s; write dpdk://<device>:<port>, e.g. dpdk://net_af_packet0:7100 (port 0: any free one)", quote(d.Address), err)
+	}
+	if !contains(v.c.Network.Transports, TransportDPDK) {
+		v.fail(ErrInvalid, "network.dpdk.address", "network.transports does not list dpdk, so nothing would use it; add dpdk to network.transports or remove network.dpdk")
+	}
+	v.devices("network.dpdk.vdevs", d.VDevs, func(vd string) bool { return vd != "" && !strings.ContainsAny(vd, " \t") },
+		"a DPDK virtual device; write <driver><n>[,key=value…] without spaces, e.g. net_af_packet0,iface=eth1")
+	for i, a := range d.EALArgs {
+		path := fmt.Sprintf("network.dpdk.eal_args[%d]", i)
+		name, _, _ := strings.Cut(a, "=")
+		if field, ok := dpdkReservedArgs[name]; ok {
+			if field == "" {
+				v.fail(ErrInvalid, path, "%s is set by fluxon itself (one EAL thread, a file prefix per process); remove it", quote(a))
+			} else {
+				v.fail(ErrInvalid, path, "%s is set by fluxon from %s; use that field instead", quote(a), field)
+			}
+			continue
+		}
+		if !strings.HasPrefix(a, "-") {
+			v.fail(ErrInvalid, path, "%s is not an EAL option; write each option as its own entry, with its value after '=' (e.g. --log-level=lib.eal:debug)", quote(a))
+		}
+	}
+	if d.Memory != 0 && d.Memory < minDPDKMemory {
+		v.fail(ErrInvalid, "network.dpdk.memory", "%s is too little for the EAL; give at least %s, or remove the line for the default", d.Memory, Size(minDPDKMemory))
+	}
+}
+
+// checkDPDKAddress says what is wrong with a dpdk listen address ("" if
+// nothing). It mirrors services/transport/dpdk.ParseAddr, which this
+// package does not import, minus the MAC: the listener's is its port's.
+func checkDPDKAddress(s string) string {
+	rest, ok := strings.CutPrefix(s, "dpdk://")
+	if !ok {
+		return "it does not start with dpdk://"
+	}
+	dev, port, ok := strings.Cut(rest, ":")
+	switch {
+	case !ok:
+		return "no :<port>"
+	case dev == "":
+		return "no device"
+	case strings.Contains(dev, "/"):
+		return "a listen address names no MAC (the port's own is advertised)"
+	case strings.ContainsAny(dev, " ,="):
+		return "the device name holds a space, ',' or '='"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "the port must be a number 0..65535"
+	}
+	return ""
 }
 
 // advertise derives network.advertise_address when it is not set, and checks it.

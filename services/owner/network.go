@@ -26,7 +26,7 @@ func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logge
 	if deps.Meta == nil {
 		return nil
 	}
-	tr, tc, err := o.newTransport(cfg, log, reg)
+	tr, tc, err := o.newTransport(cfg, log, reg, nodeTransports{dpdkAddr: cfg.Network.DPDK.Address})
 	if err != nil {
 		return err
 	}

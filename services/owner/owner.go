@@ -24,7 +24,9 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv/cluster"
 	"github.com/fluxon-dev/fluxon/services/kv/shm"
 	"github.com/fluxon-dev/fluxon/services/rpc"
+	"github.com/fluxon-dev/fluxon/services/transport/dpdk"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
+	"github.com/fluxon-dev/fluxon/services/transport/rdma"
 	"github.com/fluxon-dev/fluxon/services/transport/relay"
 )
 
@@ -104,6 +106,12 @@ type Owner struct {
 	// that cannot run were logged once.
 	tstats     *multi.Stats
 	skipLogged bool
+	// rdma and dpdkEP are opened once and shared by both nodes; rdmaErr
+	// and dpdkErr say why they could not be.
+	rdma    *rdma.Transport
+	rdmaErr error
+	dpdkEP  *dpdk.Endpoint
+	dpdkErr error
 }
 
 // Deps are what an owner running inside a cluster member gets from it.

@@ -1,14 +1,19 @@
 package owner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	cdpdk "github.com/fluxon-dev/fluxon/cgo/dpdk"
+	"github.com/fluxon-dev/fluxon/cgo/pool"
+	cgordma "github.com/fluxon-dev/fluxon/cgo/rdma"
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/dpdk"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
 	"github.com/fluxon-dev/fluxon/services/transport/quic"
 	"github.com/fluxon-dev/fluxon/services/transport/rdma"
@@ -17,8 +22,26 @@ import (
 	"github.com/fluxon-dev/fluxon/services/transport/websocket"
 )
 
-// errNotWired: a transport that exists but that the owner cannot offer yet.
-var errNotWired = errors.New("not offered by the owner yet")
+// errNotConfigured: a transport that needs per-host settings this
+// owner's config does not give.
+var errNotConfigured = errors.New("not configured")
+
+// errOneSidedObjectReads: rdma refused for a node whose bulk reads name a
+// pinned object (RemoteRef.Tag, offsets inside the object) that its
+// ServeRead resolves. One-sided reads never call ServeRead and would read
+// pool segment RemoteRef.Segment at those offsets: the wrong bytes.
+var errOneSidedObjectReads = errors.New("rdma: not offered on the cluster KV node: its bulk reads name pinned objects, which one-sided reads cannot resolve (they need pool segment references)")
+
+// nodeTransports says how one of the owner's nodes uses its transports.
+type nodeTransports struct {
+	// dpdkAddr is where the node's dpdk listener goes
+	// (network.dpdk.address for the RPC node; the same device on any free
+	// port for the KV node).
+	dpdkAddr string
+	// objectReads: the node's ReadRemote references are object-relative,
+	// served by its ServeRead (the cluster KV), so one-sided rdma is out.
+	objectReads bool
+}
 
 // transportStats returns the owner's transport counters, registered on reg
 // the first time: the RPC node and the cluster KV node share them.
@@ -35,7 +58,7 @@ func (o *Owner) transportStats(reg prometheus.Registerer) *multi.Stats {
 // newTransport builds the owner's data-plane transport: every transport
 // of network.transports that can run here, in that order, behind one
 // multi transport. The ones that cannot run are logged once, with why.
-func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*multi.Transport, *tcp.Transport, error) {
+func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, node nodeTransports) (*multi.Transport, *tcp.Transport, error) {
 	topts := transport.Options{Log: log}
 	tc, err := tcp.New(tcp.Options{Options: topts, Reactor: tcp.ReactorMode(cfg.Network.TCPReactorMode)})
 	if err != nil {
@@ -62,19 +85,11 @@ func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheu
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) { return ucx.New(ucx.Options{Options: topts}) }})
 		case config.TransportRDMA:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
-				rt, err := rdma.New(rdma.Options{Options: topts, Control: tc, DeviceNames: cfg.Network.RDMADeviceNames})
-				if err != nil {
-					return nil, err
-				}
-				_ = rt.Close()
-				// One-sided reads need the pool's segments registered, which
-				// the owner does not hand to rdma yet: offering it would
-				// advertise reads that fail.
-				return nil, fmt.Errorf("rdma: %w (pool segment registration)", errNotWired)
+				return rdmaForNode(node, func() (transport.Transport, error) { return o.rdmaTransport(cfg, topts, tc) })
 			}})
 		case config.TransportDPDK:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
-				return nil, fmt.Errorf("dpdk: %w (no dpdk transport in this build)", errNotWired)
+				return o.dpdkTransport(cfg, topts, node.dpdkAddr)
 			}})
 		}
 	}
@@ -83,7 +98,7 @@ func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheu
 		t, err := c.New()
 		if err != nil {
 			if !o.skipLogged {
-				log.Info("transport not offered", "transport", c.Name, "reason", err)
+				logNotOffered(log, c.Name, err)
 			}
 			continue
 		}
@@ -95,6 +110,131 @@ func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheu
 	}
 	mt, err := multi.New(multi.Options{Transports: trs, Stats: o.transportStats(reg), Log: log})
 	return mt, tc, err
+}
+
+// logNotOffered says once why a transport of network.transports is not
+// offered; a missing RDMA device is a warning on a line of its own, the
+// one operators grep for.
+func logNotOffered(log *slog.Logger, name string, err error) {
+	if errors.Is(err, cgordma.ErrNoDevice) && !errors.Is(err, cgordma.ErrNotCompiled) {
+		log.Warn("no RDMA device: rdma not offered; peers use the next transport of network.transports", "err", err)
+		return
+	}
+	log.Info("transport not offered", "transport", name, "reason", err)
+}
+
+// rdmaForNode opens rdma (the device decides first: on a host without one
+// that is the reason given) and refuses it to a node with object reads.
+func rdmaForNode(node nodeTransports, open func() (transport.Transport, error)) (transport.Transport, error) {
+	t, err := open()
+	if err != nil {
+		return nil, err
+	}
+	if node.objectReads {
+		return nil, errOneSidedObjectReads
+	}
+	return t, nil
+}
+
+// rdmaTransport opens the RDMA device once per owner (both nodes share
+// it) with the pool's segments offered to one-sided reads. Its error,
+// matching cgo/rdma.ErrNoDevice on a host without a device, is kept too.
+func (o *Owner) rdmaTransport(cfg *config.Config, topts transport.Options, control transport.Transport) (transport.Transport, error) {
+	if o.rdma == nil && o.rdmaErr == nil {
+		// The owner reports a missing device itself, once per owner
+		// (logNotOffered); rdma's own once-per-process warning would repeat it.
+		quiet := topts
+		quiet.Log = slog.New(slog.DiscardHandler)
+		rt, err := rdma.New(rdma.Options{Options: quiet, Control: control, DeviceNames: cfg.Network.RDMADeviceNames, Segments: o.rdmaSegments})
+		if err != nil {
+			o.rdmaErr = err
+			return nil, err
+		}
+		// Closed before the pool (closers run last first): the NIC must
+		// let go of the segments before they are unmapped.
+		o.rdma = rt
+		o.closers = append(o.closers, rt.Close)
+	}
+	if o.rdmaErr != nil {
+		return nil, o.rdmaErr
+	}
+	return o.rdma, nil
+}
+
+// rdmaSegments lists the pool's segments for rdma to register.
+func (o *Owner) rdmaSegments() []rdma.Segment {
+	segs, err := o.Pool.Segments()
+	if err != nil {
+		o.log.Error("rdma: listing the pool's segments failed; peers cannot read this owner one-sided", "err", err)
+		return nil
+	}
+	return rdmaSegments(segs)
+}
+
+// rdmaSegments maps pool segments to rdma's: segment i of the pool is
+// RemoteRef.Segment i, so a peer reads an object at pool offset off at
+// segment off/SegmentSize, offset off%SegmentSize.
+func rdmaSegments(segs []pool.Segment) []rdma.Segment {
+	out := make([]rdma.Segment, len(segs))
+	for i, s := range segs {
+		out[i] = rdma.Segment{ID: s.Index, Base: s.Data, Len: s.Len}
+	}
+	return out
+}
+
+// dpdkTransport opens network.dpdk's port once per owner (the EAL starts
+// once per process) and returns a transport listening on addr.
+func (o *Owner) dpdkTransport(cfg *config.Config, topts transport.Options, addr string) (transport.Transport, error) {
+	d := cfg.Network.DPDK
+	if d.Address == "" {
+		return nil, fmt.Errorf("dpdk: %w: set network.dpdk.address (docs/config.md) to offer it", errNotConfigured)
+	}
+	if o.dpdkEP == nil && o.dpdkErr == nil {
+		a, _, err := dpdk.ParseAddr(d.Address)
+		if err == nil {
+			o.dpdkEP, err = dpdk.OpenDPDK(dpdkEAL(d), a.Device, dpdk.EndpointConfig{})
+		}
+		if err != nil {
+			o.dpdkErr = fmt.Errorf("network.dpdk: %w", err)
+		} else {
+			o.closers = append(o.closers, o.dpdkEP.Close)
+		}
+	}
+	if o.dpdkErr != nil {
+		return nil, o.dpdkErr
+	}
+	t, err := dpdk.New(dpdk.Options{Options: topts, Endpoints: []*dpdk.Endpoint{o.dpdkEP}})
+	if err != nil {
+		return nil, err
+	}
+	return listenAt{Transport: t, addr: addr}, nil
+}
+
+// dpdkEAL turns network.dpdk into the EAL's settings.
+func dpdkEAL(d config.DPDKConfig) cdpdk.EAL {
+	return cdpdk.EAL{NoHuge: d.NoHuge, MemoryMB: int(uint64(d.Memory) >> 20), VDevs: d.VDevs, Extra: d.EALArgs}
+}
+
+// dpdkAnyPort is network.dpdk.address's device on any free service port:
+// where a second node of the owner (the cluster KV) listens.
+func dpdkAnyPort(address string) string {
+	a, _, err := dpdk.ParseAddr(address)
+	if err != nil {
+		return address
+	}
+	return "dpdk://" + a.Device + ":0"
+}
+
+// listenAt is a transport whose listeners go to addr whatever address the
+// caller gives: multi hands every transport but tcp the host of
+// listen.transport, which names no DPDK port.
+type listenAt struct {
+	transport.Transport
+	addr string
+}
+
+func (l listenAt) Listen(ctx context.Context, _ string, local transport.Identity, h transport.Handler, verify transport.Verify) (transport.Listener, error) {
+	return l.Transport.Listen(ctx, l.addr, local, h, verify)
 }
 
 // advertisedAll applies advertised to every address of an endpoint string.

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fluxon-dev/fluxon/bench/kvbench"
+	"github.com/fluxon-dev/fluxon/bench/transportbench"
 )
 
 // Exit statuses.
@@ -84,7 +85,9 @@ gets of 16 MiB values next to iperf3 over the same link.`,
 			return run(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, p)
 		},
 	}
-	cmd.AddCommand(newWorkerCmd(), newTransportCmd())
+	cmd.AddCommand(newWorkerCmd(), transportbench.NewCommand(transportbench.CommandOptions{
+		Reexec: []string{"transport"}, Usage: func(err error) error { return usageError{err} },
+	}))
 	f := cmd.Flags()
 	f.StringVar(&o.scale, "scale", "small", "preset of keys, value sizes, duration and threads: small or full")
 	f.StringSliceVar(&o.workloads, "workloads", []string{kvbench.ReadZipfName, kvbench.ReadAffinityName, kvbench.PutOnlyName}, "workloads to run")

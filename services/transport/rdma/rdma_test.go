@@ -1,7 +1,6 @@
 package rdma
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,27 +9,10 @@ import (
 	"testing"
 
 	cgordma "github.com/fluxon-dev/fluxon/cgo/rdma"
+	"github.com/fluxon-dev/fluxon/internal/logtest"
 	"github.com/fluxon-dev/fluxon/services/transport"
 	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func noDeviceHost(t *testing.T) {
 	t.Helper()
@@ -44,7 +26,7 @@ func noDeviceHost(t *testing.T) {
 // and Dial fail the same way instead of pretending.
 func TestNoDevice(t *testing.T) {
 	noDeviceHost(t)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	noDeviceOnce = sync.Once{}
 	for i := 0; i < 3; i++ {
