@@ -614,7 +614,7 @@ func (c *Chan) Ack(msgs ...*Message) error {
 	for _, m := range msgs {
 		s := m.st
 		if s == nil || k.streams[s.prod] != s {
-			return fmt.Errorf("mq: Ack of a message this consumer did not deliver (%s/%d)", m.Producer, m.Offset)
+			return fmt.Errorf("%w (%s/%d)", ErrUnknownMessage, m.Producer, m.Offset)
 		}
 		if m.acked() || !s.mine {
 			continue

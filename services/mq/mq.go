@@ -132,6 +132,10 @@ var (
 	ErrBadConfig = errors.New("mq: bad config")
 	// ErrMessageTooLarge: a message over MaxMessageSize.
 	ErrMessageTooLarge = errors.New("mq: message too large")
+	// ErrNoChannel: no channel has this unique_key.
+	ErrNoChannel = errors.New("mq: no such channel")
+	// ErrUnknownMessage: Ack of a message this consumer did not deliver.
+	ErrUnknownMessage = errors.New("mq: message not delivered by this consumer")
 	// ErrNoEtcd: no etcd endpoints in Config and none from the client.
 	ErrNoEtcd = errors.New("mq: no etcd endpoints (set Config.EtcdEndpoints or attach to a local owner)")
 )
@@ -195,6 +199,9 @@ type Config struct {
 	// from the client when it implements ClusterInfo.
 	EtcdEndpoints []string
 	ClusterName   string
+	// Owner is the instance_key of the owner this member writes through,
+	// shown in the channel's members; default from the client (ClusterInfo).
+	Owner string
 	// Store is an etcd connection to use instead of dialing one.
 	Store *meta.Store
 	// Logger; default slog.Default().
@@ -474,7 +481,8 @@ func (c *Chan) join(ctx context.Context, client KV) error {
 	}
 	host, _ := os.Hostname()
 	m := memberRec{ID: c.id, Role: c.role, Weight: c.cfg.Weight, Host: host, PID: os.Getpid(), Since: time.Now().UTC()}
-	if ci, ok := client.(ClusterInfo); ok {
+	m.Owner = c.cfg.Owner
+	if ci, ok := client.(ClusterInfo); ok && m.Owner == "" {
 		m.Owner = ci.OwnerKey()
 	}
 	b, _ := json.Marshal(m)

@@ -106,8 +106,8 @@ func newProducer(ctx context.Context, c *Chan) (*producer, error) {
 }
 
 // Put writes a message and returns once consumers can get it.
-func (c *Chan) Put(ctx context.Context, data []byte) error {
-	p, err := c.PutAsync(ctx, data)
+func (c *Chan) Put(ctx context.Context, data []byte, opts ...PutOption) error {
+	p, err := c.PutAsync(ctx, data, opts...)
 	if err != nil {
 		return err
 	}
@@ -115,23 +115,32 @@ func (c *Chan) Put(ctx context.Context, data []byte) error {
 }
 
 // PutDict writes a flat dict as a message (see Message.Dict).
-func (c *Chan) PutDict(ctx context.Context, d kv.Dict) error {
+func (c *Chan) PutDict(ctx context.Context, d kv.Dict, opts ...PutOption) error {
 	b, err := kv.EncodeDict(d)
 	if err != nil {
 		return err
 	}
-	p, err := c.accept(ctx, kindDict, b)
+	p, err := c.accept(ctx, kindDict, b, opts)
 	if err != nil {
 		return err
 	}
 	return p.Wait(ctx)
 }
 
+// PutOption changes one Put.
+type PutOption func(*putOptions)
+
+type putOptions struct{ fail bool }
+
+// FailWhenFull makes this Put return ErrChannelFull at once when the
+// channel is at capacity, whatever the producer's FullPolicy.
+func FailWhenFull() PutOption { return func(o *putOptions) { o.fail = true } }
+
 // PutAsync accepts a message (waiting for room under the Block policy) and
 // returns without waiting for it to be written: many in flight make big
 // batches. data must not change until the Pending completes.
-func (c *Chan) PutAsync(ctx context.Context, data []byte) (Pending, error) {
-	return c.accept(ctx, kindBytes, data)
+func (c *Chan) PutAsync(ctx context.Context, data []byte, opts ...PutOption) (Pending, error) {
+	return c.accept(ctx, kindBytes, data, opts)
 }
 
 // Flush waits until every message accepted so far is published.
@@ -160,7 +169,11 @@ func (c *Chan) Flush(ctx context.Context) error {
 	}
 }
 
-func (c *Chan) accept(ctx context.Context, kind byte, data []byte) (Pending, error) {
+func (c *Chan) accept(ctx context.Context, kind byte, data []byte, opts []PutOption) (Pending, error) {
+	var o putOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	p := c.prod
 	if p == nil {
 		return Pending{}, ErrWrongRole
@@ -169,7 +182,7 @@ func (c *Chan) accept(ctx context.Context, kind byte, data []byte) (Pending, err
 		return Pending{}, fmt.Errorf("%w: %d bytes, at most %d", ErrMessageTooLarge, len(data), MaxMessageSize)
 	}
 	start := time.Now()
-	if err := p.takeRoom(ctx); err != nil {
+	if err := p.takeRoom(ctx, o.fail || c.cfg.FullPolicy == Fail); err != nil {
 		return Pending{}, err
 	}
 	m := &outMsg{kind: kind, at: time.Now(), data: data, done: &pending{done: make(chan struct{})}}
@@ -193,7 +206,7 @@ func (c *Chan) accept(ctx context.Context, kind byte, data []byte) (Pending, err
 
 // takeRoom counts one more accepted message against the reservation,
 // reserving more in etcd when it is used up.
-func (p *producer) takeRoom(ctx context.Context) error {
+func (p *producer) takeRoom(ctx context.Context, fail bool) error {
 	select {
 	case p.room <- struct{}{}:
 	case <-ctx.Done():
@@ -222,7 +235,7 @@ func (p *producer) takeRoom(ctx context.Context) error {
 		if got > 0 {
 			continue
 		}
-		if p.c.cfg.FullPolicy == Fail {
+		if fail {
 			p.c.m.full.Inc()
 			return fmt.Errorf("%w: %q holds its capacity of %d unconsumed messages", ErrChannelFull, p.c.rec.UniqueKey, p.c.rec.Capacity)
 		}

@@ -196,3 +196,31 @@ func statOf(ctx context.Context, m meta.MQ, rec record) (ChannelStat, error) {
 	})
 	return st, nil
 }
+
+// Create binds the channel of uniqueKey, creating it with cfg's channel
+// settings if there is none, without joining it; it returns its state. A
+// channel nobody joins is reclaimed after its TTL.
+func Create(ctx context.Context, cfg Config, uniqueKey string, typ Type) (ChannelStat, error) {
+	if err := checkUniqueKey(uniqueKey); err != nil {
+		return ChannelStat{}, err
+	}
+	if typ != MPSC && typ != MPMC {
+		return ChannelStat{}, fmt.Errorf("%w: type %q (want %q or %q)", ErrBadConfig, typ, MPSC, MPMC)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return ChannelStat{}, err
+	}
+	store, owns, err := connect(ctx, nil, &cfg)
+	if err != nil {
+		return ChannelStat{}, err
+	}
+	if owns {
+		defer store.Close()
+	}
+	c := &Chan{cfg: cfg, meta: store.MQ()}
+	if err := c.bind(ctx, uniqueKey, typ); err != nil {
+		return ChannelStat{}, err
+	}
+	return statOf(ctx, c.meta, c.rec)
+}
