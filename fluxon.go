@@ -95,6 +95,7 @@ type Config struct {
 type Client struct {
 	cfg    Config
 	local  *shm.Client
+	shared owner.Shared // the local owner's shared.json
 	remote *kvgrpc.Client
 	log    *slog.Logger
 
@@ -122,7 +123,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, log: cfg.Logger}
 	var localErr error
 	if !cfg.RemoteOnly {
-		c.local, localErr = dialLocal(ctx, cfg)
+		c.local, c.shared, localErr = dialLocal(ctx, cfg)
 		if localErr == nil {
 			return c, nil
 		}
@@ -138,24 +139,35 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-func dialLocal(ctx context.Context, cfg Config) (*shm.Client, error) {
+func dialLocal(ctx context.Context, cfg Config) (*shm.Client, owner.Shared, error) {
 	path := owner.PathsFor("", cfg.SharedFilePath, cfg.ClusterName).SharedFile
 	sh, err := owner.ReadShared(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v (is an owner of cluster %q running on this host?)", ErrNoOwner, err, cfg.ClusterName)
+		return nil, sh, fmt.Errorf("%w: %v (is an owner of cluster %q running on this host?)", ErrNoOwner, err, cfg.ClusterName)
 	}
 	mode := ring.EventDriven
 	if cfg.PollMode != "" {
 		if mode, err = ring.ParsePollMode(cfg.PollMode); err != nil {
-			return nil, err
+			return nil, sh, err
 		}
 	}
 	name := cfg.Name
 	if name == "" {
 		name = filepath.Base(execName())
 	}
-	return shm.Dial(ctx, shm.ClientOptions{SocketPath: sh.ControlSocket, Name: name, PollMode: mode})
+	cl, err := shm.Dial(ctx, shm.ClientOptions{SocketPath: sh.ControlSocket, Name: name, PollMode: mode})
+	return cl, sh, err
 }
+
+// ClusterName is the cluster this client belongs to.
+func (c *Client) ClusterName() string { return c.cfg.ClusterName }
+
+// EtcdEndpoints are the cluster's etcd endpoints as the local owner
+// publishes them (none when connected over gRPC).
+func (c *Client) EtcdEndpoints() []string { return c.shared.EtcdEndpoints }
+
+// OwnerKey is the instance_key of the local owner ("" over gRPC).
+func (c *Client) OwnerKey() string { return c.shared.InstanceKey }
 
 // Mode says how the client is connected: "local" (shared memory) or "remote" (gRPC).
 func (c *Client) Mode() string {
@@ -213,6 +225,12 @@ func (c *Client) put(ctx context.Context, key string, value []byte, o kv.PutOpti
 		return c.local.Put(ctx, key, value, o)
 	}
 	return c.remote.Put(ctx, key, value, o)
+}
+
+// PutWith is Put with the options as a struct (services/mq and other
+// layers that build options programmatically).
+func (c *Client) PutWith(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error) {
+	return c.put(ctx, key, value, o)
 }
 
 // PutDict stores a flat dict of typed fields.

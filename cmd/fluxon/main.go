@@ -39,7 +39,7 @@ The config schema is documented in docs/config.md. Log level: FLUXON_LOG=debug|i
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newUpCmd(), newRoleCmd("master"), newRoleCmd("owner"), newStatusCmd(), newKVCmd(), newRPCCmd(), newBenchCmd())
+	root.AddCommand(newVersionCmd(), newUpCmd(), newRoleCmd("master"), newRoleCmd("owner"), newStatusCmd(), newKVCmd(), newMQCmd(), newRPCCmd(), newBenchCmd())
 	return root
 }
 

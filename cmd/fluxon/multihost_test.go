@@ -126,6 +126,37 @@ func TestMultiHostRPCAndPartition(t *testing.T) {
 		require.Equal(t, 0, code, "get through o%d: %s", i+1, out)
 		require.Equal(t, "put on host 1", out, "read through o%d", i+1)
 	}
+	// MQ across hosts: producers on hosts 1 and 2 (their owners hold the
+	// messages), a consumer on host 3 (its owner pulls them over the
+	// transport), each producer's messages in order.
+	mq := func(i int, args ...string) string {
+		t.Helper()
+		out, code := run(t, dir, append(append([]string{"mq"}, args...), "--addr", kvAddr(i))...)
+		require.Equal(t, 0, code, "mq %v through o%d: %s", args, i+1, out)
+		return out
+	}
+	mq(0, "put", "xhost", "h1-a", "h1-b", "h1-c")
+	mq(1, "put", "xhost", "h2-a", "h2-b")
+	var got []string
+	metatest.WaitFor(t, 20*time.Second, "5 messages through o3", func() bool {
+		out := mq(2, "get", "xhost", "--batch", "10", "--wait", "2s")
+		got = append(got, strings.Fields(out)...)
+		return len(got) >= 5
+	})
+	var h1, h2 []string
+	for _, m := range got {
+		if strings.HasPrefix(m, "h1-") {
+			h1 = append(h1, m)
+		} else {
+			h2 = append(h2, m)
+		}
+	}
+	require.Equal(t, []string{"h1-a", "h1-b", "h1-c"}, h1, "host 1's messages, in order, once")
+	require.Equal(t, []string{"h2-a", "h2-b"}, h2, "host 2's messages, in order, once")
+	metatest.WaitFor(t, 10*time.Second, "the acknowledgements committed", func() bool {
+		return strings.Contains(mq(2, "stat", "xhost"), "backlog 0")
+	})
+
 	// The reads above went between owners: `status --peers` shows, from the
 	// owners' /metrics, the transport they use (tcp: the best common one of
 	// the default order in a build without rdma or ucx devices).

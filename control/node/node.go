@@ -20,6 +20,7 @@ import (
 	"github.com/fluxon-dev/fluxon/control/master"
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/control/telemetry"
+	"github.com/fluxon-dev/fluxon/services/mq"
 	"github.com/fluxon-dev/fluxon/services/owner"
 )
 
@@ -135,6 +136,7 @@ func Start(ctx context.Context, role meta.Role, cfg *config.Config, log *slog.Lo
 		r.followRouting(runCtx, epoch)
 	}()
 	if role == meta.RoleMaster {
+		r.http.Mux.Handle(mq.PanelPath, mq.PanelHandler(store))
 		r.Master = master.New(master.Options{
 			Store: store, ID: cfg.InstanceKey, ElectionTTL: time.Duration(cfg.Master.ElectionTTL),
 			Log: log, Registerer: reg,

@@ -13,6 +13,8 @@ import (
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/services/kv/kvgrpc"
 	"github.com/fluxon-dev/fluxon/services/kv/resp"
+	"github.com/fluxon-dev/fluxon/services/mq"
+	"github.com/fluxon-dev/fluxon/services/mq/mqgrpc"
 	"github.com/fluxon-dev/fluxon/services/rpc"
 	"github.com/fluxon-dev/fluxon/services/rpc/rpcgrpc"
 )
@@ -55,7 +57,7 @@ func (o *Owner) startRPC(cfg *config.Config, instanceKey string, log *slog.Logge
 }
 
 // startNetwork starts the endpoints remote clients use (gRPC, RESP).
-func (o *Owner) startNetwork(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) error {
+func (o *Owner) startNetwork(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometheus.Registerer, deps Deps) error {
 	if cfg.Listen.GRPC != "" {
 		ln, err := net.Listen("tcp", cfg.Listen.GRPC)
 		if err != nil {
@@ -65,6 +67,13 @@ func (o *Owner) startNetwork(cfg *config.Config, log *slog.Logger, reg prometheu
 		kvgrpc.NewServer(o.KV, log).Register(gs)
 		if o.RPC != nil {
 			rpcgrpc.NewServer(o.RPC).Register(gs)
+		}
+		if deps.Meta != nil {
+			// The MQ service holds producer and consumer handles for
+			// remote callers; closed before the store goes.
+			ms := mqgrpc.NewServer(mq.BackendKV{B: o.KV}, deps.Meta, instanceKey, log, reg)
+			ms.Register(gs)
+			o.closers = append(o.closers, ms.Close)
 		}
 		go func() {
 			if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -184,7 +184,7 @@ func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometh
 	if err := o.startRPC(cfg, instanceKey, log, reg, deps); err != nil {
 		return nil, err
 	}
-	if err := o.startNetwork(cfg, log, reg); err != nil {
+	if err := o.startNetwork(cfg, instanceKey, log, reg, deps); err != nil {
 		return nil, err
 	}
 	info, _ := o.Pool.Info()
