@@ -131,3 +131,26 @@ func getN(t *testing.T, ch *mq.Chan, n int) []*mq.Message {
 	require.Len(t, out, n)
 	return out
 }
+
+// metric sums a counter's values (or a histogram's sample counts) across
+// labels in reg.
+func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}

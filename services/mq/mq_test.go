@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -469,6 +470,8 @@ func TestClose(t *testing.T) {
 	assert.ErrorIs(t, err, mq.ErrChannelClosed)
 	assert.ErrorIs(t, c1.Put(ctx, nil), mq.ErrWrongRole)
 
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
 	c2 := bind(t, c, "closing", cfg, mq.MPMC, mq.Consumer)
 	got := drain(t, c2, 8, 10*time.Second)
 	require.Len(t, got, 8)
@@ -476,6 +479,9 @@ func TestClose(t *testing.T) {
 		assert.Equal(t, tag(0, i+2), string(m.Data))
 		assert.Equal(t, i < 2, m.Redelivered, "message %d", m.Offset)
 	}
+	assert.Equal(t, 2.0, metric(t, reg, "fluxon_mq_redeliveries_total"))
+	assert.Equal(t, 8.0, metric(t, reg, "fluxon_mq_get_messages_total"))
+	assert.Equal(t, 8.0, metric(t, reg, "fluxon_mq_delivery_latency_seconds"), "one latency sample per delivery")
 }
 
 // TestReplay: with Retain, a consumer starting at the earliest retained
