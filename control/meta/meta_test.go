@@ -267,5 +267,24 @@ func TestReachGraph(t *testing.T) {
 		g, err := s.ReachGraph(ctx)
 		require.NoError(t, err)
 		require.Equal(t, map[string][]string{"a": {"b"}, "b": {"a"}}, g)
+
+		// Probes reuse one lease; one that ended is replaced; a member
+		// that stops probing drops out after the TTL.
+		lease := func() int64 {
+			kv, ok, err := s.MQ().Get(ctx, s.Keys().ReachOf("a"))
+			require.NoError(t, err)
+			require.True(t, ok)
+			return kv.Lease
+		}
+		first := lease()
+		require.NoError(t, s.PublishReach(ctx, "a", []string{"b"}, memberTTL))
+		require.Equal(t, first, lease(), "a second probe took a new lease")
+		require.NoError(t, s.MQ().Revoke(ctx, first))
+		require.NoError(t, s.PublishReach(ctx, "a", []string{"b"}, memberTTL))
+		require.NotEqual(t, first, lease())
+		metatest.WaitFor(t, 4*memberTTL, "b's record to expire", func() bool {
+			g, err := s.ReachGraph(ctx)
+			return err == nil && g["b"] == nil
+		})
 	})
 }

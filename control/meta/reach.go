@@ -28,8 +28,10 @@ type ReachRecord struct {
 
 // PublishReach writes instanceKey's reachability record under a lease of
 // ttl, so a member that stops probing (dead, cut off from etcd) drops out
-// of the graph on its own. Each call takes a fresh lease; the previous one
-// expires with its ttl.
+// of the graph on its own. The lease is kept from one call to the next
+// (renewed once per call) and granted anew only when it has ended, so that
+// probing every few seconds costs etcd one put and one renewal, not a
+// lease each time.
 func (s *Store) PublishReach(ctx context.Context, instanceKey string, reaches []string, ttl time.Duration) error {
 	rec := ReachRecord{Reaches: slices.Sorted(slices.Values(reaches)), ProbedAt: time.Now().UTC()}
 	b, err := json.Marshal(rec)
@@ -38,15 +40,34 @@ func (s *Store) PublishReach(ctx context.Context, instanceKey string, reaches []
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	secs := int64((ttl + time.Second - 1) / time.Second)
-	lease, err := s.cli.Grant(ctx, secs)
-	if err != nil {
-		return fmt.Errorf("%w: granting reachability lease: %v", ErrEtcdUnreachable, err)
+	s.reachMu.Lock()
+	defer s.reachMu.Unlock()
+	if s.reachLeases == nil {
+		s.reachLeases = map[string]clientv3.LeaseID{}
 	}
-	if _, err := s.cli.Put(ctx, s.keys.ReachOf(instanceKey), string(b), clientv3.WithLease(lease.ID)); err != nil {
-		return fmt.Errorf("%w: publishing reachability: %v", ErrEtcdUnreachable, err)
+	for attempt := 0; attempt < 2; attempt++ {
+		lease, ok := s.reachLeases[instanceKey]
+		if ok {
+			if _, err := s.cli.KeepAliveOnce(ctx, lease); err != nil {
+				ok = false // ended (or etcd failed: a new grant says which)
+			}
+		}
+		if !ok {
+			secs := int64((ttl + time.Second - 1) / time.Second)
+			g, err := s.cli.Grant(ctx, secs)
+			if err != nil {
+				return fmt.Errorf("%w: granting reachability lease: %v", ErrEtcdUnreachable, err)
+			}
+			lease = g.ID
+			s.reachLeases[instanceKey] = lease
+		}
+		_, err = s.cli.Put(ctx, s.keys.ReachOf(instanceKey), string(b), clientv3.WithLease(lease))
+		if err == nil {
+			return nil
+		}
+		delete(s.reachLeases, instanceKey) // the lease ended between renewal and put: once more
 	}
-	return nil
+	return fmt.Errorf("%w: publishing reachability: %v", ErrEtcdUnreachable, err)
 }
 
 // ReachGraph reads every member's reachability record: graph[a] lists

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -38,6 +39,9 @@ type Store struct {
 	cli  *clientv3.Client
 	keys Keyspace
 	log  *slog.Logger
+
+	reachMu     sync.Mutex
+	reachLeases map[string]clientv3.LeaseID // PublishReach's, by member
 }
 
 // Connect dials etcd (endpoints as http://host:port or host:port) and checks
