@@ -402,7 +402,7 @@ func runCluster(ctx context.Context, out, log io.Writer, o options, p plan) (err
 	h := header{plan: p, mem: mem, memNote: memNote, workloads: workloads}
 	h.collect()
 	var floors []kvbench.Floor
-	if o.floor {
+	if o.floor && !p.xhostOnly {
 		fmt.Fprintf(log, "measuring the memcpy floor...\n")
 		if floors, err = kvbench.MeasureFloor(ctx, floorSizes(workloads), p.run.Threads*p.hosts, p.floorPer); err != nil {
 			return err
@@ -446,17 +446,14 @@ func runCluster(ctx context.Context, out, log io.Writer, o options, p plan) (err
 	for _, r := range runs {
 		results = append(results, r.merged)
 	}
-	fmt.Fprintln(out)
-	if err := kvbench.PrintTable(out, results, peer); err != nil {
-		return err
-	}
-	fmt.Fprintln(out)
-	if err := kvbench.PrintLatencySplit(out, results); err != nil {
-		return err
-	}
-	fmt.Fprintln(out)
-	if err := printControl(out, runs, c.lab); err != nil {
-		return err
+	if !p.xhostOnly {
+		if err := printResults(out, results); err != nil {
+			return err
+		}
+		fmt.Fprintln(out)
+		if err := printControl(out, runs, c.lab); err != nil {
+			return err
+		}
 	}
 	if xh != nil {
 		fmt.Fprintln(out)

@@ -113,6 +113,7 @@ gets of 16 MiB values next to iperf3 over the same link.`,
 	f.IntVar(&o.hosts, "hosts", 1, "hosts; 1 runs on this host, more runs each in a network namespace (root) with its own owner and clients (make bench-cluster)")
 	f.IntVar(&o.xhostKeys, "xhost-values", 0, "with --hosts: 16 MiB values the cross-host get test reads (0: the scale's, small 16, full 64)")
 	f.BoolVar(&o.xhost, "xhost", true, "with --hosts: run the cross-host 16 MiB get test next to iperf3")
+	f.StringVar(&o.only, "only", "", "with --hosts: run one part alone; xhost runs the cross-host test without the workloads and the memcpy floor")
 	f.BoolVar(&o.floor, "memcpy", true, "measure the memcpy floor of the value sizes first")
 	f.BoolVar(&o.keep, "keep", false, "keep the work directory (server logs) after the run")
 	f.StringVar(&o.workDir, "work-dir", "", "where the temporary work directory goes (default $TMPDIR)")

@@ -31,6 +31,9 @@ var ErrNoLab = errors.New("--hosts above 1 runs every host in a network namespac
 // maxHosts bounds --hosts: every host runs an owner and its clients.
 const maxHosts = 8
 
+// onlyXhost is --only's value that runs the cross-host test alone.
+const onlyXhost = "xhost"
+
 // xhostSize is the value size of the cross-host get test (issue 4: 16 MiB).
 const xhostSize = 16 * mib
 
@@ -95,6 +98,7 @@ type options struct {
 	hosts               int
 	xhostKeys           int
 	xhost               bool
+	only                string
 	floor               bool
 	keep                bool
 	workDir             string
@@ -124,6 +128,9 @@ type plan struct {
 	// xhostKeys is how many 16 MiB values the cross-host test puts through
 	// host 1 and reads from host 2 (0: no cross-host test).
 	xhostKeys int
+	// xhostOnly skips the workloads and the memcpy floor: only the
+	// cross-host test runs (--only xhost).
+	xhostOnly bool
 }
 
 // parseSizes reads a comma-separated list of sizes ("1MiB,10MB").
@@ -224,7 +231,17 @@ func makePlan(o options) (plan, error) {
 		}
 		p.specs = append(p.specs, s)
 	}
-	if len(p.specs) == 0 {
+	switch o.only {
+	case "":
+	case onlyXhost:
+		if o.hosts < 2 || !o.xhost {
+			return p, fmt.Errorf("--only %s: the cross-host test needs --hosts 2 or more and --xhost", onlyXhost)
+		}
+		p.xhostOnly, p.specs = true, nil
+	default:
+		return p, fmt.Errorf("--only %q: the one part that runs alone is %s", o.only, onlyXhost)
+	}
+	if len(p.specs) == 0 && !p.xhostOnly {
 		return p, errors.New("--workloads: name at least one")
 	}
 	for _, t := range o.targets {

@@ -126,6 +126,8 @@ func TestThreeHostPlan(t *testing.T) {
 		"groups != hosts": func(o *options) { o.groups = 2 },
 		"xhost values":    func(o *options) { o.xhostKeys = -1 },
 		"too many hosts":  func(o *options) { o.hosts = 100 },
+		"only what":       func(o *options) { o.only = "workloads" },
+		"only no xhost":   func(o *options) { o.only, o.xhost = onlyXhost, false },
 	} {
 		o := defaults(t)
 		o.hosts = 3
@@ -137,6 +139,14 @@ func TestThreeHostPlan(t *testing.T) {
 	o.hosts, o.groups = 3, 3
 	_, err = makePlan(o)
 	require.NoError(t, err, "--affinity-groups equal to --hosts is fine")
+
+	o = defaults(t)
+	o.hosts, o.only = 3, onlyXhost
+	p, err = makePlan(o)
+	require.NoError(t, err)
+	require.True(t, p.xhostOnly)
+	require.Empty(t, p.specs, "--only xhost runs no workload")
+	require.Equal(t, 16, p.xhostKeys)
 }
 
 func TestClusterMemory(t *testing.T) {
@@ -155,6 +165,12 @@ func TestClusterMemory(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
+	t.Run("only xhost on one host", func(t *testing.T) {
+		o := defaults(t)
+		o.only = onlyXhost
+		_, err := makePlan(o)
+		require.Error(t, err, "the cross-host test needs several hosts")
+	})
 	cases := map[string]func(*options){
 		"hosts 0":          func(o *options) { o.hosts = 0 },
 		"scale":            func(o *options) { o.scale = "huge" },

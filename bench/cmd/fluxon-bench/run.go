@@ -86,12 +86,7 @@ func run(ctx context.Context, out, log io.Writer, o options, p plan) (err error)
 			return err
 		}
 	}
-	fmt.Fprintln(out)
-	if err := kvbench.PrintTable(out, results, peer); err != nil {
-		return err
-	}
-	fmt.Fprintln(out)
-	if err := kvbench.PrintLatencySplit(out, results); err != nil {
+	if err := printResults(out, results); err != nil {
 		return err
 	}
 	if errors.Is(runErr, context.Canceled) {
@@ -377,4 +372,15 @@ func (h *header) print(out io.Writer) {
 		}
 		fmt.Fprintf(out, "  %-14s %s\n", w.Name, desc)
 	}
+}
+
+// printResults writes the results table and its latency split, each after
+// a blank line.
+func printResults(out io.Writer, results []kvbench.Result) error {
+	fmt.Fprintln(out)
+	if err := kvbench.PrintTable(out, results, peer); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	return kvbench.PrintLatencySplit(out, results)
 }
