@@ -319,13 +319,20 @@ func TestOperationsWaitForTheFirstTable(t *testing.T) {
 	require.Equal(t, "v", string(got))
 }
 
+func TestStripesFor(t *testing.T) {
+	for size, want := range map[uint64]int{0: 1, stripeMin - 1: 1, stripeMin: 2, 3 * stripeMin / 2: 3, 2 * stripeMin: 4, 1 << 40: maxStripes} {
+		require.Equal(t, want, stripesFor(size), "lanes for %d bytes", size)
+	}
+}
+
 // A value of stripeMin bytes or more is pulled in stripes over several
-// connections; the bytes arrive intact and the holder's pin is released
-// once every stripe was sent.
+// connections (here the most lanes, in ranges of unequal length); the bytes
+// arrive intact and the holder's pin is released once every stripe was
+// sent.
 func TestStripedPullOfALargeValue(t *testing.T) {
 	os := startCluster(t, 2, 2*time.Second)
 	ctx := context.Background()
-	val := make([]byte, stripeMin+12345)
+	val := make([]byte, 2*stripeMin+12345)
 	for i := range val {
 		val[i] = byte(i * 7)
 	}
@@ -347,7 +354,7 @@ func TestStripedPullOfALargeValue(t *testing.T) {
 		}
 	}
 	os[1].node.mu.Unlock()
-	require.Equal(t, stripes, lanes, "one connection per stripe")
+	require.Equal(t, maxStripes, lanes, "one connection per stripe")
 
 	// A read outside the pinned copy is refused, not served.
 	pin, err := os[0].node.pin(pinReq{Key: "big", Version: mustVersion(t, os[0], "big")})

@@ -316,21 +316,29 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 }
 
 // Striped bulk reads: a copy of at least stripeMin bytes is read in
-// stripes ranges at once, each on its own connection to the holder. One TCP
-// stream leaves a fast link part idle (a single flow's receive path runs on
-// one core); two reach single-stream iperf3 over a veth link where one gets
-// about 75 % of it.
+// several ranges at once, each on its own connection to the holder, one
+// lane per stripeMin/2 bytes up to maxStripes. One TCP stream leaves a fast
+// link part idle (a single flow's receive path runs on one core): over a
+// veth link one reached about 75 % of single-stream iperf3 and two 94 %;
+// a 16 MiB value took 11.1 ms to read over four lanes (median per run,
+// averaged over 7 runs, 8.0-14.0) against 13.4 ms over two (4 runs,
+// 12.4-14.3), interleaved runs on a busy 2-core VM.
 const (
-	stripeMin = 8 << 20
-	stripes   = 2
+	stripeMin  = 8 << 20
+	maxStripes = 4
 )
+
+// stripesFor is how many lanes read a copy of size bytes.
+func stripesFor(size uint64) int {
+	if size < stripeMin {
+		return 1
+	}
+	return int(min(size/(stripeMin/2), maxStripes))
+}
 
 // readPinned copies a pinned copy from holder into dst.
 func (n *Node) readPinned(ctx context.Context, holder string, pin pinResp, dst []byte) error {
-	k := 1
-	if pin.Size >= stripeMin {
-		k = stripes
-	}
+	k := stripesFor(pin.Size)
 	part := (pin.Size + uint64(k) - 1) / uint64(k)
 	errs := make([]error, k)
 	var wg sync.WaitGroup
