@@ -4,10 +4,12 @@ package dpdk
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,9 +21,11 @@ import (
 
 // BenchmarkRoundTrip64Veth compares 64-byte request/reply round trips over
 // this transport (net_af_packet) with the tcp transport over the same veth
-// between two network namespaces, in one run:
+// between two network namespaces, in one run; BenchmarkStream64Veth does the
+// same for one-way 64-byte messages sent back to back (many in flight), the
+// clock stopping once the server has handled the last one:
 //
-//	go test -tags dpdk -run '^$' -bench RoundTrip64Veth ./services/transport/dpdk
+//	go test -tags dpdk -run '^$' -bench 64Veth ./services/transport/dpdk
 //
 // The parent makes the namespaces; a server child (h2) listens on both
 // transports; a client child (h1) runs the tcp and then the dpdk
@@ -41,13 +45,17 @@ var (
 	benchCli = transport.Identity{ClusterName: "bench", InstanceKey: "client", StartTime: time.Unix(2, 0), Role: "external"}
 )
 
-func BenchmarkRoundTrip64Veth(b *testing.B) {
+func BenchmarkRoundTrip64Veth(b *testing.B) { vethBench(b, "BenchmarkRoundTrip64Veth", roundTrip) }
+
+func BenchmarkStream64Veth(b *testing.B) { vethBench(b, "BenchmarkStream64Veth", stream) }
+
+func vethBench(b *testing.B, name string, body func(b *testing.B, c transport.Conn, msg []byte)) {
 	switch os.Getenv(benchRole) {
 	case "server":
 		benchServer(b)
 		return
 	case "client":
-		benchClient(b)
+		benchClient(b, body)
 		return
 	}
 	if err := netlab.Available(); err != nil {
@@ -55,7 +63,7 @@ func BenchmarkRoundTrip64Veth(b *testing.B) {
 	}
 	lab := netlab.NewChain(b, 2)
 	h1, h2 := lab.Hosts[0], lab.Hosts[1]
-	srv := h2.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkRoundTrip64Veth$", "-test.benchtime=1x")
+	srv := h2.Command(os.Args[0], "-test.run=^$", "-test.bench=^"+name+"$", "-test.benchtime=1x")
 	srv.Env = append(os.Environ(), benchRole+"=server", "FLUXON_DPDK_IFACE=l1")
 	out, err := srv.StdoutPipe()
 	if err != nil {
@@ -81,7 +89,7 @@ func BenchmarkRoundTrip64Veth(b *testing.B) {
 	}
 	i := strings.Index(line, "ADDRS ")
 	addrs := strings.Fields(line[i+6:])[:1][0] + " " + lab.ChainAddr(1, false) + ":" + tcpPort
-	cli := h1.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkRoundTrip64Veth$",
+	cli := h1.Command(os.Args[0], "-test.run=^$", "-test.bench=^"+name+"$",
 		"-test.benchtime="+benchTime())
 	cli.Env = append(os.Environ(), benchRole+"=client", benchAddr+"="+addrs, "FLUXON_DPDK_IFACE=r1")
 	res, err := cli.CombinedOutput()
@@ -111,9 +119,58 @@ func benchEndpoint(b *testing.B, lcore int) *Endpoint {
 	return ep
 }
 
+// handled counts the one-way messages the server has handled, over every
+// connection and transport; "/sync" with a count as payload answers once
+// handled reaches it.
+var handled atomic.Uint64
+
 func echo() transport.Handler {
 	return transport.HandlerFuncs{
-		Request: func(_ context.Context, _ transport.Identity, _ string, p []byte) ([]byte, error) { return p, nil },
+		Request: func(ctx context.Context, _ transport.Identity, path string, p []byte) ([]byte, error) {
+			switch {
+			case transport.IsOneWay(ctx):
+				handled.Add(1)
+			case path == "/sync":
+				want := binary.LittleEndian.Uint64(p)
+				for handled.Load() < want {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					time.Sleep(50 * time.Microsecond)
+				}
+			}
+			return p, nil
+		},
+	}
+}
+
+func roundTrip(b *testing.B, c transport.Conn, msg []byte) {
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := c.Request(ctx, "/echo", msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// sent is the client's one-way messages over every sub-benchmark, the
+// count the server's handled must reach.
+var sent uint64
+
+func stream(b *testing.B, c transport.Conn, msg []byte) {
+	ctx := context.Background()
+	for b.Loop() {
+		if err := c.Send(ctx, "/stream", msg); err != nil {
+			b.Fatal(err)
+		}
+		sent++
+	}
+	var want [8]byte
+	binary.LittleEndian.PutUint64(want[:], sent)
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := c.Request(sctx, "/sync", want[:]); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -139,7 +196,7 @@ func benchServer(b *testing.B) {
 	time.Sleep(10 * time.Minute) // the parent kills it
 }
 
-func benchClient(b *testing.B) {
+func benchClient(b *testing.B, body func(b *testing.B, c transport.Conn, msg []byte)) {
 	addrs := strings.Fields(os.Getenv(benchAddr))
 	ctx := context.Background()
 	o := transport.Options{Log: slog.New(slog.DiscardHandler)}
@@ -161,11 +218,7 @@ func benchClient(b *testing.B) {
 			}
 			defer c.Close()
 			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := c.Request(ctx, "/echo", msg); err != nil {
-					b.Fatal(err)
-				}
-			}
+			body(b, c, msg)
 			rate := float64(b.N) / b.Elapsed().Seconds()
 			b.ReportMetric(rate, "msgs/s")
 			if name == "tcp" {
