@@ -93,6 +93,11 @@ type PortConfig struct {
 	// Receive gets every received frame, on the EAL thread; frame is valid
 	// only during the call. It must not block.
 	Receive func(frame []byte)
+	// BeforeTx, if set, runs on the EAL thread on every turn that follows
+	// a Kick, just before the queued frames are sent: a protocol that
+	// coalesces sends what it gathered (with Send) there, so everything it
+	// queued since the last turn leaves in one burst.
+	BeforeTx func()
 	// TxQueue bounds the frames waiting to be sent; Send drops beyond it.
 	TxQueue int
 }

@@ -73,6 +73,7 @@ type Port struct {
 	txn     int
 	closed  bool
 	dropped atomic.Uint64
+	kicked  atomic.Bool // BeforeTx is due
 
 	// The EAL thread's own.
 	rxbuf  []byte
@@ -273,6 +274,17 @@ func (p *Port) Send(frame []byte) error {
 	return nil
 }
 
+// Kick makes the EAL thread run BeforeTx on its next turn, waking it if
+// it is parked.
+func (p *Port) Kick() {
+	if !p.kicked.Swap(true) {
+		select {
+		case eal.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // poll moves one rx burst to Receive and every queued frame to the port.
 // It runs on the EAL thread and reports whether anything moved.
 func (p *Port) poll() bool {
@@ -280,6 +292,10 @@ func (p *Port) poll() bool {
 	for i := 0; i < int(n); i++ {
 		off := i * slot
 		p.cfg.Receive(p.rxbuf[off : off+int(p.rxlens[i])])
+	}
+	if p.cfg.BeforeTx != nil && p.kicked.Load() {
+		p.kicked.Store(false)
+		p.cfg.BeforeTx()
 	}
 	p.txmu.Lock()
 	k := p.txn

@@ -62,6 +62,15 @@ type Config struct {
 	// the Conn's lock held, so datagrams leave in the order they were made.
 	// A lost datagram is fine (return nil or an error; both are retried).
 	Output func(b []byte) error
+	// Kick, when set, defers output to Flush (coalescing): Write, Read and
+	// Input only queue and call Kick, once until the next Flush, and the
+	// link's transmit loop calls Flush just before it sends. Bytes written
+	// meanwhile are packed into the last unsent segment up to the MTU, and
+	// the acks of every datagram received meanwhile become one ack, or
+	// ride on a data segment. Kick runs with the Conn's lock held: it must
+	// not block or call back into the Conn. Retransmissions and probes
+	// still go out from the timer at once.
+	Kick func()
 	// OnDone, if set, runs once when the Conn is finished: closed locally
 	// and either fully acked, out of linger time, or failed. A mux uses it
 	// to forget the connection id.
@@ -141,6 +150,10 @@ type Conn struct {
 	readLen int
 	eof     bool
 	advWnd  uint32
+
+	// Deferred output (Config.Kick).
+	kicked     bool // Kick was called and Flush has not run since
+	ackPending bool // an ack is owed and no datagram has carried it yet
 
 	closed    bool // Close was called
 	finQueued bool
@@ -229,15 +242,58 @@ func (c *Conn) sackLocked() uint64 {
 }
 
 func (c *Conn) sendAckLocked(flags byte) {
+	c.ackPending = false
 	c.advWnd = c.wndLocked()
 	c.output(&packet{kind: kindAck, flags: flags, ack: c.rcvNxt, wnd: c.advWnd, sack: c.sackLocked()})
 }
 
 func (c *Conn) sendSegLocked(s *seg, now time.Time) {
+	c.ackPending = false
 	c.advWnd = c.wndLocked()
 	p := packet{kind: s.kind, seq: s.seq, ack: c.rcvNxt, wnd: c.advWnd, sack: c.sackLocked(), payload: s.data}
 	s.sentAt = now
 	c.output(&p)
+}
+
+// kickLocked asks for a Flush, once until it runs.
+func (c *Conn) kickLocked() {
+	if !c.kicked {
+		c.kicked = true
+		c.cfg.Kick()
+	}
+}
+
+// outputLocked sends what is queued (and the ack owed, if asked) now, or,
+// when output is deferred, asks for a Flush to send it.
+func (c *Conn) outputLocked(now time.Time, ack bool) {
+	if c.cfg.Kick != nil {
+		if ack {
+			c.ackPending = true
+		}
+		if c.ackPending || c.nsent < len(c.segs) {
+			c.kickLocked()
+		}
+		return
+	}
+	if ack && c.err == nil {
+		c.sendAckLocked(0)
+	}
+	c.pumpLocked(now)
+}
+
+// Flush sends what deferred output queued (Config.Kick): the segments the
+// peer's window admits, then the ack owed if none of them carried it.
+func (c *Conn) Flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kicked = false
+	if c.err != nil || c.finished {
+		return
+	}
+	c.pumpLocked(time.Now())
+	if c.ackPending {
+		c.sendAckLocked(0)
+	}
 }
 
 // pumpLocked sends the queued segments the peer's window admits.
@@ -280,18 +336,47 @@ func (c *Conn) Write(p []byte) (int, error) {
 			c.heard = time.Now()
 			c.kickTimer()
 		}
-		room := (2*c.cfg.Window - len(c.segs)) * c.payload
-		chunk := append([]byte(nil), p[n:n+min(room, len(p)-n)]...)
-		for len(chunk) > 0 {
-			k := min(len(chunk), c.payload)
-			c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindData, data: chunk[:k:k]})
-			c.sndNxt++
-			chunk = chunk[k:]
-			n += k
-		}
-		c.pumpLocked(time.Now())
+		n += c.appendLocked(p[n:])
+		c.outputLocked(time.Now(), false)
 	}
 	return n, nil
+}
+
+// appendLocked queues bytes of p as segments, as many as the send buffer
+// takes, and returns how many. Bytes first fill the last segment if it is
+// an unsent data segment with room (coalescing small writes into one
+// datagram); a segment is never changed once sent, so a retransmission
+// carries exactly what the first transmission did.
+func (c *Conn) appendLocked(p []byte) int {
+	n := 0
+	if k := len(c.segs) - 1; k >= c.nsent && c.segs[k].kind == kindData {
+		t := &c.segs[k]
+		if room := c.payload - len(t.data); room > 0 {
+			m := min(room, len(p))
+			t.data = append(t.data, p[:m]...)
+			n = m
+		}
+	}
+	if n == len(p) {
+		return n
+	}
+	// One copy of the full segments' bytes (up to the free buffer); a
+	// last partial segment has a copy of its own, which later writes may
+	// grow (appending reallocates it) up to a full one.
+	room := (2*c.cfg.Window - len(c.segs)) * c.payload
+	rest := p[n : n+min(room, len(p)-n)]
+	full := len(rest) / c.payload * c.payload
+	chunk := append([]byte(nil), rest[:full]...)
+	for len(chunk) > 0 {
+		c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindData, data: chunk[:c.payload:c.payload]})
+		c.sndNxt++
+		chunk = chunk[c.payload:]
+	}
+	if tail := rest[full:]; len(tail) > 0 {
+		c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindData, data: append([]byte(nil), tail...)})
+		c.sndNxt++
+	}
+	return n + len(rest)
 }
 
 func (c *Conn) writeErrLocked() error {
@@ -366,7 +451,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.readLen -= n
 	// Tell a sender stalled on our window that it opened.
 	if w := c.wndLocked(); c.err == nil && (c.advWnd == 0 && w > 0 || w >= c.advWnd+uint32(c.cfg.Window/4)) {
-		c.sendAckLocked(0)
+		c.outputLocked(time.Now(), true)
 	}
 	return n, nil
 }
@@ -396,10 +481,7 @@ func (c *Conn) Input(b []byte) {
 		ackNow = true
 		c.receiveLocked(&p)
 	}
-	if ackNow && c.err == nil {
-		c.sendAckLocked(0)
-	}
-	c.pumpLocked(now)
+	c.outputLocked(now, ackNow)
 	c.maybeFinishLocked(now)
 	c.notifyLocked()
 }
@@ -545,7 +627,7 @@ func (c *Conn) queueFinLocked(now time.Time) {
 		}
 		c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindFin})
 		c.sndNxt++
-		c.pumpLocked(now)
+		c.outputLocked(now, false)
 	}
 	c.notifyLocked()
 	c.kickTimer()
@@ -632,7 +714,7 @@ func (c *Conn) onTimerLocked(now time.Time) time.Duration {
 			c.sendSegLocked(s, now)
 		}
 	}
-	if c.nsent == 0 && len(c.segs) > 0 && now.After(c.probeAt) {
+	if c.nsent == 0 && len(c.segs) > 0 && !seqLess(c.segs[0].seq, c.sndLimit) && now.After(c.probeAt) {
 		// The peer's window is closed and the update may be lost: ask again.
 		c.probeAt = now.Add(c.rto)
 		c.stats.Probes++
