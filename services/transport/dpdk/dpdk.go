@@ -25,6 +25,7 @@ import (
 	"net"
 
 	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/dpdk/rel"
 	"github.com/fluxon-dev/fluxon/services/transport/framed"
 )
 
@@ -98,7 +99,11 @@ func (t *Transport) devices() []string {
 
 func prepare(nc net.Conn) (framed.Stream, error) {
 	// rel's deadlines interrupt a Read without losing stream bytes.
-	return framed.Stream{Conn: nc, ResumableDeadlines: true}, nil
+	s := framed.Stream{Conn: nc, ResumableDeadlines: true}
+	if rc, ok := nc.(*rel.Conn); ok {
+		s.TryWrite = rc.TryWrite
+	}
+	return s, nil
 }
 
 // dialer picks the endpoint to dial mac from.

@@ -84,7 +84,7 @@ func frames(n, size int) [][]byte {
 // its acks for everything received before its own Flush are one datagram.
 func TestCoalescePacksWrites(t *testing.T) {
 	a, ao := deferred(t, nil)
-	b, bo := deferred(t, nil)
+	b, bo := deferred(t, func(c *Config) { c.AckDelay = time.Hour })
 	ws := frames(20, 64)
 	for _, w := range ws {
 		if _, err := a.Write(w); err != nil {
@@ -108,13 +108,18 @@ func TestCoalescePacksWrites(t *testing.T) {
 	}
 	b.Input(out[0])
 	checkSame(t, "coalesced", readN(t, b, len(want)), want)
+	// One segment in order: its ack waits for a reply to ride on.
+	b.Flush()
 	if got := bo.take(); len(got) != 0 {
-		t.Fatalf("the receiver sent %d datagrams before its Flush", len(got))
+		t.Fatalf("the receiver sent %d datagrams with no reply to carry its ack", len(got))
+	}
+	if _, err := b.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
 	}
 	b.Flush()
 	acks := bo.take()
-	if len(acks) != 1 || mustParse(t, acks[0]).kind != kindAck || mustParse(t, acks[0]).ack != 1 {
-		t.Fatalf("the receiver's flush sent %d datagrams, want one ack of segment 0", len(acks))
+	if len(acks) != 1 || mustParse(t, acks[0]).kind != kindData || mustParse(t, acks[0]).ack != 1 {
+		t.Fatalf("the receiver's flush sent %d datagrams, want its reply acking segment 0", len(acks))
 	}
 	a.Input(acks[0])
 	a.mu.Lock()
@@ -122,6 +127,48 @@ func TestCoalescePacksWrites(t *testing.T) {
 	a.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d segments still unacked", left)
+	}
+}
+
+// TestDelayedAck: with no reply to carry it, the ack of one segment goes
+// alone after AckDelay; two segments, or one out of order, are acked at
+// the next Flush.
+func TestDelayedAck(t *testing.T) {
+	a, ao := deferred(t, nil)
+	b, bo := deferred(t, nil)
+	a.Write([]byte("one"))
+	a.Flush()
+	a.Write([]byte("two"))
+	a.Flush()
+	a.Write([]byte("three"))
+	a.Flush()
+	out := ao.take()
+	if len(out) != 3 {
+		t.Fatalf("3 flushed writes left as %d datagrams", len(out))
+	}
+	b.Input(out[0])
+	b.Flush()
+	var acks [][]byte
+	deadline := time.Now().Add(testLimit)
+	for len(acks) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a delayed ack never left")
+		}
+		time.Sleep(time.Millisecond)
+		acks = bo.take()
+	}
+	if p := mustParse(t, acks[0]); len(acks) != 1 || p.kind != kindAck || p.ack != 1 {
+		t.Fatalf("%d datagrams, want one ack of segment 0", len(acks))
+	}
+	b.Input(out[2]) // out of order: at once
+	b.Flush()
+	if acks = bo.take(); len(acks) != 1 || mustParse(t, acks[0]).sack != 1 {
+		t.Fatalf("a segment out of order: %d datagrams at the flush, want one ack with a sack", len(acks))
+	}
+	b.Input(out[1])
+	b.Flush()
+	if acks = bo.take(); len(acks) != 1 || mustParse(t, acks[0]).ack != 3 {
+		t.Fatalf("the hole filled: %d datagrams at the flush, want one ack of everything", len(acks))
 	}
 }
 
@@ -261,4 +308,21 @@ func TestExactlyOnceCoalesced(t *testing.T) {
 	// How much coalesces depends on scheduling, so it is only logged
 	// (about 21000 writes made 1 MiB).
 	t.Logf("a: %+v", a.Stats())
+}
+
+// TestTryWriteNeverWaits: TryWrite takes what the send buffer has room
+// for and returns at once when it is full.
+func TestTryWriteNeverWaits(t *testing.T) {
+	a, _ := deferred(t, func(c *Config) { c.Window = 2 })
+	payload := 1500 - HeaderSize
+	if n, err := a.TryWrite(make([]byte, 10*payload)); n != 4*payload || err != nil {
+		t.Fatalf("TryWrite into an empty buffer of 4 segments = %d, %v; want %d", n, err, 4*payload)
+	}
+	if n, err := a.TryWrite([]byte{1}); n != 0 || err != nil {
+		t.Fatalf("TryWrite into a full buffer = %d, %v; want 0, nil", n, err)
+	}
+	_ = a.Close()
+	if _, err := a.TryWrite([]byte{1}); err == nil {
+		t.Fatal("TryWrite after Close succeeded")
+	}
 }

@@ -20,6 +20,7 @@ const (
 	DefaultInitialRTO = 50 * time.Millisecond
 	DefaultDeadAfter  = 15 * time.Second
 	DefaultLinger     = 2 * time.Second
+	DefaultAckDelay   = time.Millisecond
 	// fastRetxDups is how many acks must report later segments past a hole
 	// before the hole is sent again without waiting for its RTO.
 	fastRetxDups = 3
@@ -71,6 +72,11 @@ type Config struct {
 	// not block or call back into the Conn. Retransmissions and probes
 	// still go out from the timer at once.
 	Kick func()
+	// AckDelay, with Kick, is how long an ack may wait for a data segment
+	// to ride on (a reply), like TCP's delayed ack. Acks still go at the
+	// next Flush for a FIN, a segment out of order or a duplicate, an ack
+	// request, or a second segment not acked yet.
+	AckDelay time.Duration
 	// OnDone, if set, runs once when the Conn is finished: closed locally
 	// and either fully acked, out of linger time, or failed. A mux uses it
 	// to forget the connection id.
@@ -100,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Linger <= 0 {
 		c.Linger = DefaultLinger
+	}
+	if c.AckDelay <= 0 {
+		c.AckDelay = DefaultAckDelay
 	}
 	return c
 }
@@ -152,8 +161,11 @@ type Conn struct {
 	advWnd  uint32
 
 	// Deferred output (Config.Kick).
-	kicked     bool // Kick was called and Flush has not run since
-	ackPending bool // an ack is owed and no datagram has carried it yet
+	kicked     bool      // Kick was called and Flush has not run since
+	ackPending bool      // an ack is owed and no datagram has carried it yet
+	ackUrgent  bool      // ... and must go at the next Flush
+	ackAt      time.Time // ... else by then (zero: not yet timed)
+	unacked    int       // segments received since the last ack we sent
 
 	closed    bool // Close was called
 	finQueued bool
@@ -241,14 +253,19 @@ func (c *Conn) sackLocked() uint64 {
 	return s
 }
 
+// ackSentLocked: a datagram about to leave carries the ack.
+func (c *Conn) ackSentLocked() {
+	c.ackPending, c.ackUrgent, c.ackAt, c.unacked = false, false, time.Time{}, 0
+}
+
 func (c *Conn) sendAckLocked(flags byte) {
-	c.ackPending = false
+	c.ackSentLocked()
 	c.advWnd = c.wndLocked()
 	c.output(&packet{kind: kindAck, flags: flags, ack: c.rcvNxt, wnd: c.advWnd, sack: c.sackLocked()})
 }
 
 func (c *Conn) sendSegLocked(s *seg, now time.Time) {
-	c.ackPending = false
+	c.ackSentLocked()
 	c.advWnd = c.wndLocked()
 	p := packet{kind: s.kind, seq: s.seq, ack: c.rcvNxt, wnd: c.advWnd, sack: c.sackLocked(), payload: s.data}
 	s.sentAt = now
@@ -264,13 +281,19 @@ func (c *Conn) kickLocked() {
 }
 
 // outputLocked sends what is queued (and the ack owed, if asked) now, or,
-// when output is deferred, asks for a Flush to send it.
-func (c *Conn) outputLocked(now time.Time, ack bool) {
+// when output is deferred, asks for a Flush to send it; an ack that is not
+// urgent waits up to AckDelay for data to carry it.
+func (c *Conn) outputLocked(now time.Time, ack, urgent bool) {
 	if c.cfg.Kick != nil {
 		if ack {
 			c.ackPending = true
+			c.ackUrgent = c.ackUrgent || urgent
+			if !c.ackUrgent && c.ackAt.IsZero() {
+				c.ackAt = now.Add(c.cfg.AckDelay)
+				c.kickTimer()
+			}
 		}
-		if c.ackPending || c.nsent < len(c.segs) {
+		if c.ackUrgent || c.nsent < len(c.segs) {
 			c.kickLocked()
 		}
 		return
@@ -282,7 +305,8 @@ func (c *Conn) outputLocked(now time.Time, ack bool) {
 }
 
 // Flush sends what deferred output queued (Config.Kick): the segments the
-// peer's window admits, then the ack owed if none of them carried it.
+// peer's window admits, then an urgent ack owed if none of them carried it
+// (the timer sends one that is not).
 func (c *Conn) Flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -291,7 +315,7 @@ func (c *Conn) Flush() {
 		return
 	}
 	c.pumpLocked(time.Now())
-	if c.ackPending {
+	if c.ackPending && c.ackUrgent {
 		c.sendAckLocked(0)
 	}
 }
@@ -337,7 +361,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			c.kickTimer()
 		}
 		n += c.appendLocked(p[n:])
-		c.outputLocked(time.Now(), false)
+		c.outputLocked(time.Now(), false, false)
 	}
 	return n, nil
 }
@@ -377,6 +401,28 @@ func (c *Conn) appendLocked(p []byte) int {
 		c.sndNxt++
 	}
 	return n + len(rest)
+}
+
+// TryWrite queues as much of p as the send buffer takes without waiting
+// and returns how much (framed.Stream.TryWrite: a producer that finds the
+// connection idle writes its frame itself, without waking a writer
+// goroutine).
+func (c *Conn) TryWrite(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.writeErrLocked(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 || len(c.segs) >= 2*c.cfg.Window {
+		return 0, nil
+	}
+	if len(c.segs) == 0 {
+		c.heard = time.Now()
+		c.kickTimer()
+	}
+	n := c.appendLocked(p)
+	c.outputLocked(time.Now(), false, false)
+	return n, nil
 }
 
 func (c *Conn) writeErrLocked() error {
@@ -451,7 +497,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.readLen -= n
 	// Tell a sender stalled on our window that it opened.
 	if w := c.wndLocked(); c.err == nil && (c.advWnd == 0 && w > 0 || w >= c.advWnd+uint32(c.cfg.Window/4)) {
-		c.outputLocked(time.Now(), true)
+		c.outputLocked(time.Now(), true, true)
 	}
 	return n, nil
 }
@@ -476,12 +522,19 @@ func (c *Conn) Input(b []byte) {
 	now := time.Now()
 	c.heard = now
 	c.ackLocked(&p, now)
-	ackNow := p.flags&flagAckReq != 0
+	urgent := p.flags&flagAckReq != 0
+	ack := urgent
 	if p.kind == kindData || p.kind == kindFin {
-		ackNow = true
-		c.receiveLocked(&p)
+		ack = true
+		c.unacked++
+		before := c.rcvNxt
+		inOrder := c.receiveLocked(&p)
+		// Urgent: a duplicate or a segment out of order (the sender may
+		// be retransmitting), one that filled a hole, a FIN, or a
+		// second segment not acked yet.
+		urgent = urgent || !inOrder || len(c.ooo) > 0 || c.rcvNxt-before > 1 || p.kind == kindFin || c.unacked >= 2
 	}
-	c.outputLocked(now, ackNow)
+	c.outputLocked(now, ack, urgent)
 	c.maybeFinishLocked(now)
 	c.notifyLocked()
 }
@@ -544,16 +597,18 @@ func (c *Conn) sampleRTT(r time.Duration) {
 	c.rto = min(max(c.srtt+4*c.rttvar, c.cfg.MinRTO), c.cfg.MaxRTO)
 }
 
-// receiveLocked stores a data or FIN segment and delivers what is in order.
-func (c *Conn) receiveLocked(p *packet) {
+// receiveLocked stores a data or FIN segment and delivers what is in
+// order. It reports whether p was the next segment expected.
+func (c *Conn) receiveLocked(p *packet) bool {
 	if seqLess(p.seq, c.rcvNxt) || p.seq-c.rcvNxt >= uint32(c.cfg.Window) {
 		c.stats.Duplicate++ // old, or past the window we advertised
-		return
+		return false
 	}
 	if _, ok := c.ooo[p.seq]; ok {
 		c.stats.Duplicate++
-		return
+		return false
 	}
+	next := p.seq == c.rcvNxt
 	c.ooo[p.seq] = seg{kind: p.kind, data: append([]byte(nil), p.payload...)}
 	for {
 		s, ok := c.ooo[c.rcvNxt]
@@ -571,6 +626,7 @@ func (c *Conn) receiveLocked(p *packet) {
 			c.readLen += len(s.data)
 		}
 	}
+	return next
 }
 
 // failLocked ends the connection with err; reset tells the peer.
@@ -627,7 +683,7 @@ func (c *Conn) queueFinLocked(now time.Time) {
 		}
 		c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindFin})
 		c.sndNxt++
-		c.outputLocked(now, false)
+		c.outputLocked(now, false, false)
 	}
 	c.notifyLocked()
 	c.kickTimer()
@@ -720,10 +776,20 @@ func (c *Conn) onTimerLocked(now time.Time) time.Duration {
 		c.stats.Probes++
 		c.sendAckLocked(flagAckReq)
 	}
-	if len(c.segs) == 0 && !c.closed {
-		return 0
+	// A delayed ack that no data carried in time.
+	if c.ackPending && !c.ackAt.IsZero() && !now.Before(c.ackAt) {
+		c.sendAckLocked(0)
 	}
-	return max(c.rto/4, minTick)
+	var next time.Duration
+	if len(c.segs) > 0 || c.closed {
+		next = max(c.rto/4, minTick)
+	}
+	if c.ackPending && !c.ackAt.IsZero() {
+		if d := c.ackAt.Sub(now); next == 0 || d < next {
+			next = max(d, time.Microsecond)
+		}
+	}
+	return next
 }
 
 // LocalAddr implements net.Conn.
