@@ -35,8 +35,8 @@ const (
 	benchRole = "FLUXON_DPDK_BENCH_ROLE"
 	benchAddr = "FLUXON_DPDK_BENCH_ADDRS"
 	tcpPort   = "7411"
-	// benchSpin keeps each EAL thread polling through a round trip (the
-	// default 50µs spin parks between request and reply: about 4x slower).
+	// benchSpin keeps each process's poller polling through a round trip
+	// (the default 50µs spin parks between request and reply).
 	benchSpin = 2 * time.Millisecond
 )
 
@@ -108,8 +108,9 @@ func benchTime() string {
 
 func benchEndpoint(b *testing.B, lcore int) *Endpoint {
 	iface := os.Getenv("FLUXON_DPDK_IFACE")
-	// Each process's EAL thread on a core of its own: two spinning lcores
-	// pinned to one core would take turns by the scheduler's time slice.
+	// Each process's EAL lcore on a core of its own (threads it starts
+	// inherit its affinity): two processes pinned to one core would take
+	// turns by the scheduler's time slice.
 	e := cdpdk.EAL{Lcore: lcore, NoHuge: true, MemoryMB: 256, FilePrefix: fmt.Sprintf("flxbench%d", os.Getpid()),
 		VDevs: []string{"net_af_packet0,iface=" + iface}}
 	ep, err := OpenDPDK(e, "net_af_packet0", EndpointConfig{PollSpin: benchSpin})

@@ -2,7 +2,7 @@
 // reads, keepalive, handshake: exactly as over TCP) runs over rel, a
 // reliable stream of our own, whose datagrams travel as raw Ethernet
 // frames (EtherType 0x88B5) through a DPDK port busy-polled by the
-// process's EAL thread (cgo/dpdk). No kernel socket and no IP are involved.
+// process's poller (cgo/dpdk). No kernel socket and no IP are involved.
 //
 // Connections are set up by the Endpoint of each port (SYN, SYN-ACK, RST,
 // carrying connection ids and a service port) and then carry rel datagrams:

@@ -67,7 +67,7 @@ type EndpointConfig struct {
 	// Rel is the template for each connection's reliable stream (its MTU,
 	// Output, OnDone and addresses are set per connection).
 	Rel rel.Config
-	// PollSpin is how long a DPDK port's EAL thread keeps polling after
+	// PollSpin is how long a DPDK port's poller keeps polling after
 	// the last frame before it parks (cgo/dpdk's DefaultSpin when 0). A
 	// spin longer than a round trip keeps request/reply latency off the
 	// park-and-wake path at the cost of a busy core.

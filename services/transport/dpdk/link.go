@@ -65,7 +65,7 @@ type memLink struct {
 	done chan struct{}
 	once sync.Once
 	recv func([]byte)
-	// kick asks run to call flush (Kicker), as a DPDK port's EAL thread
+	// kick asks run to call flush (Kicker), as a DPDK port's poller
 	// runs BeforeTx.
 	kick  chan struct{}
 	flush func()
