@@ -95,6 +95,12 @@ type PortConfig struct {
 	// Receive gets every received frame, on the poller; frame is valid
 	// only during the call. It must not block.
 	Receive func(frame []byte)
+	// EtherType, if set, drops received frames of other EtherTypes
+	// before Receive, and they do not count as traffic that keeps the
+	// poller spinning: a net_af_packet port also sees the kernel's own
+	// traffic on its interface (a TCP flow, say), which would otherwise
+	// keep it busy-polling for nothing.
+	EtherType uint16
 	// BeforeTx, if set, runs on the poller on every turn that follows
 	// a Kick, just before the queued frames are sent: a protocol that
 	// coalesces sends what it gathered (with Send) there, so everything it

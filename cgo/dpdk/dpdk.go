@@ -11,6 +11,7 @@ package dpdk
 import "C"
 
 import (
+	"encoding/binary"
 	"runtime"
 	"slices"
 	"sync"
@@ -307,9 +308,15 @@ func (p *Port) Kick() {
 // It runs on the poller and reports whether anything moved.
 func (p *Port) poll() bool {
 	n := C.flx_dpdk_rx(p.c, (*C.uint8_t)(unsafe.Pointer(&p.rxbuf[0])), &p.rxlens[0], burst)
+	got := 0
 	for i := 0; i < int(n); i++ {
 		off := i * slot
-		p.cfg.Receive(p.rxbuf[off : off+int(p.rxlens[i])])
+		f := p.rxbuf[off : off+int(p.rxlens[i])]
+		if t := p.cfg.EtherType; t != 0 && (len(f) < 14 || binary.BigEndian.Uint16(f[12:]) != t) {
+			continue
+		}
+		got++
+		p.cfg.Receive(f)
 	}
 	if p.cfg.BeforeTx != nil && p.kicked.Load() {
 		p.kicked.Store(false)
@@ -330,7 +337,7 @@ func (p *Port) poll() bool {
 			p.dropped.Add(uint64(m - max(int(sent), 0)))
 		}
 	}
-	return n > 0 || k > 0
+	return got > 0 || k > 0
 }
 
 // Stats returns the port's counters.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,10 +28,14 @@ import (
 //
 //	go test -tags dpdk -run '^$' -bench 64Veth ./services/transport/dpdk
 //
-// The parent makes the namespaces; a server child (h2) listens on both
-// transports; a client child (h1) runs the tcp and then the dpdk
-// sub-benchmark, reporting msgs/s and dpdk's ratio to tcp. Each process
-// starts its own EAL (distinct --file-prefix).
+// The parent makes the namespaces; a server child (h2) listens on tcp; a
+// client child (h1) runs the tcp sub-benchmark, then asks the server to
+// open its DPDK port, opens its own and runs the dpdk one, reporting msgs/s
+// and dpdk's ratio to tcp. The ports open only after tcp is measured: a
+// net_af_packet port sees every frame on its veth, so while it is open
+// each TCP segment is also copied into its ring, a tax on tcp that is no
+// part of what tcp costs. Each process starts its own EAL (distinct
+// --file-prefix).
 const (
 	benchRole = "FLUXON_DPDK_BENCH_ROLE"
 	benchAddr = "FLUXON_DPDK_BENCH_ADDRS"
@@ -77,18 +82,17 @@ func vethBench(b *testing.B, name string, body func(b *testing.B, c transport.Co
 		_ = srv.Process.Kill()
 		_ = srv.Wait()
 	}()
-	// The server prints "ADDRS <dpdk address> <tcp address>" when ready.
+	// The server prints "READY" once it listens on tcp.
 	buf := make([]byte, 4096)
 	var line string
-	for !strings.Contains(line, "\n") || !strings.Contains(line, "ADDRS") {
+	for !strings.Contains(line, "READY\n") {
 		n, err := out.Read(buf)
 		if err != nil {
 			b.Fatalf("server: %v (%s)", err, line)
 		}
 		line += string(buf[:n])
 	}
-	i := strings.Index(line, "ADDRS ")
-	addrs := strings.Fields(line[i+6:])[:1][0] + " " + lab.ChainAddr(1, false) + ":" + tcpPort
+	addrs := lab.ChainAddr(1, false) + ":" + tcpPort
 	cli := h1.Command(os.Args[0], "-test.run=^$", "-test.bench=^"+name+"$",
 		"-test.benchtime="+benchTime())
 	cli.Env = append(os.Environ(), benchRole+"=client", benchAddr+"="+addrs, "FLUXON_DPDK_IFACE=r1")
@@ -125,10 +129,15 @@ func benchEndpoint(b *testing.B, lcore int) *Endpoint {
 // handled reaches it.
 var handled atomic.Uint64
 
-func echo() transport.Handler {
+// echo is the server's handler; openDPDK answers "/dpdk" with the address
+// of its DPDK listener, opened on the first call.
+func echo(openDPDK func() (string, error)) transport.Handler {
 	return transport.HandlerFuncs{
 		Request: func(ctx context.Context, _ transport.Identity, path string, p []byte) ([]byte, error) {
 			switch {
+			case path == "/dpdk":
+				a, err := openDPDK()
+				return []byte(a), err
 			case transport.IsOneWay(ctx):
 				handled.Add(1)
 			case path == "/sync":
@@ -178,34 +187,35 @@ func stream(b *testing.B, c transport.Conn, msg []byte) {
 func benchServer(b *testing.B) {
 	ctx := context.Background()
 	o := transport.Options{Log: slog.New(slog.DiscardHandler)}
-	dt, err := New(Options{Options: o, Endpoints: []*Endpoint{benchEndpoint(b, 0)}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dl, err := dt.Listen(ctx, "dpdk://net_af_packet0:1", benchSrv, echo(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	var h transport.Handler
+	open := sync.OnceValues(func() (string, error) {
+		dt, err := New(Options{Options: o, Endpoints: []*Endpoint{benchEndpoint(b, 0)}})
+		if err != nil {
+			return "", err
+		}
+		dl, err := dt.Listen(ctx, "dpdk://net_af_packet0:1", benchSrv, h, nil)
+		if err != nil {
+			return "", err
+		}
+		return dl.Addr(), nil
+	})
+	h = echo(open)
 	tt, err := tcp.New(tcp.Options{Options: o})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := tt.Listen(ctx, "0.0.0.0:"+tcpPort, benchSrv, echo(), nil); err != nil {
+	if _, err := tt.Listen(ctx, "0.0.0.0:"+tcpPort, benchSrv, h, nil); err != nil {
 		b.Fatal(err)
 	}
-	fmt.Printf("ADDRS %s\n", dl.Addr())
+	fmt.Printf("READY\n")
 	time.Sleep(10 * time.Minute) // the parent kills it
 }
 
 func benchClient(b *testing.B, body func(b *testing.B, c transport.Conn, msg []byte)) {
-	addrs := strings.Fields(os.Getenv(benchAddr))
+	tcpAddr := os.Getenv(benchAddr)
 	ctx := context.Background()
 	o := transport.Options{Log: slog.New(slog.DiscardHandler)}
 	tt, err := tcp.New(tcp.Options{Options: o})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dt, err := New(Options{Options: o, Endpoints: []*Endpoint{benchEndpoint(b, 1)}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -229,6 +239,19 @@ func benchClient(b *testing.B, body func(b *testing.B, c transport.Conn, msg []b
 			}
 		})
 	}
-	run("tcp", tt, addrs[1])
-	run("dpdk-af_packet", dt, addrs[0])
+	run("tcp", tt, tcpAddr)
+	c, err := tt.Dial(ctx, tcpAddr, benchCli, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr, err := c.Request(ctx, "/dpdk", nil)
+	_ = c.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dt, err := New(Options{Options: o, Endpoints: []*Endpoint{benchEndpoint(b, 1)}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	run("dpdk-af_packet", dt, string(addr))
 }

@@ -17,7 +17,8 @@ import (
 // them), so a process that dials its own listener needs a second port.
 func OpenDPDK(e cdpdk.EAL, device string, cfg EndpointConfig) (*Endpoint, error) {
 	ep := newEndpoint(device, cfg)
-	p, err := cdpdk.Open(e, cdpdk.PortConfig{Device: device, Receive: ep.Receive, BeforeTx: ep.Flush, Spin: cfg.PollSpin})
+	p, err := cdpdk.Open(e, cdpdk.PortConfig{Device: device, EtherType: EtherType, Receive: ep.Receive,
+		BeforeTx: ep.Flush, Spin: cfg.PollSpin})
 	if err != nil {
 		return nil, fmt.Errorf("dpdk transport: %w", err)
 	}
