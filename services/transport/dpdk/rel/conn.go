@@ -150,7 +150,11 @@ type Conn struct {
 	rttvar   time.Duration
 	rto      time.Duration
 	heard    time.Time // when the peer was last heard from (or data queued after idle)
-	probeAt  time.Time
+	// timerAt is when the timer goroutine runs next; zero while it waits
+	// for a kick. Kicks it does not need are skipped: each is a goroutine
+	// wake-up.
+	timerAt time.Time
+	probeAt time.Time
 
 	// Receiver.
 	rcvNxt  uint32
@@ -290,7 +294,9 @@ func (c *Conn) outputLocked(now time.Time, ack, urgent bool) {
 			c.ackUrgent = c.ackUrgent || urgent
 			if !c.ackUrgent && c.ackAt.IsZero() {
 				c.ackAt = now.Add(c.cfg.AckDelay)
-				c.kickTimer()
+				if c.timerAt.IsZero() || c.timerAt.After(c.ackAt) {
+					c.kickTimer()
+				}
 			}
 		}
 		if c.ackUrgent || c.nsent < len(c.segs) {
@@ -332,7 +338,9 @@ func (c *Conn) pumpLocked(now time.Time) {
 		}
 		c.sendSegLocked(s, now)
 		c.nsent++
-		c.kickTimer()
+		if c.timerAt.IsZero() {
+			c.kickTimer() // it runs again well within an RTO otherwise
+		}
 	}
 }
 
@@ -358,7 +366,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 			// The timer sleeps while nothing is queued; it must run now to
 			// retransmit or, if the peer's window is closed, to probe it.
 			c.heard = time.Now()
-			c.kickTimer()
+			if c.timerAt.IsZero() {
+				c.kickTimer()
+			}
 		}
 		n += c.appendLocked(p[n:])
 		c.outputLocked(time.Now(), false, false)
@@ -418,7 +428,9 @@ func (c *Conn) TryWrite(p []byte) (int, error) {
 	}
 	if len(c.segs) == 0 {
 		c.heard = time.Now()
-		c.kickTimer()
+		if c.timerAt.IsZero() {
+			c.kickTimer()
+		}
 	}
 	n := c.appendLocked(p)
 	c.outputLocked(time.Now(), false, false)
@@ -725,7 +737,12 @@ func (c *Conn) timerLoop() {
 	defer t.Stop()
 	for {
 		c.mu.Lock()
-		next := c.onTimerLocked(time.Now())
+		now := time.Now()
+		next := c.onTimerLocked(now)
+		c.timerAt = time.Time{}
+		if next > 0 {
+			c.timerAt = now.Add(next)
+		}
 		c.mu.Unlock()
 		if next > 0 {
 			t.Reset(next)
