@@ -28,6 +28,8 @@ import (
 //
 //	go test -tags dpdk -run '^$' -bench 64Veth ./services/transport/dpdk
 //
+// FLUXON_DPDK_PMD=af_xdp runs dpdk over net_af_xdp instead of net_af_packet.
+//
 // The parent makes the namespaces; a server child (h2) listens on tcp; a
 // client child (h1) runs the tcp sub-benchmark, then asks the server to
 // open its DPDK port, opens its own and runs the dpdk one, reporting msgs/s
@@ -103,6 +105,17 @@ func vethBench(b *testing.B, name string, body func(b *testing.B, c transport.Co
 	}
 }
 
+// benchPMD is the poll-mode driver both ends use on the veth:
+// FLUXON_DPDK_PMD=af_xdp for net_af_xdp, af_packet otherwise.
+func benchPMD() string {
+	if os.Getenv("FLUXON_DPDK_PMD") == "af_xdp" {
+		return "af_xdp"
+	}
+	return "af_packet"
+}
+
+func benchDevice() string { return "net_" + benchPMD() + "0" }
+
 func benchTime() string {
 	if f := os.Getenv("FLUXON_DPDK_BENCHTIME"); f != "" {
 		return f
@@ -116,8 +129,8 @@ func benchEndpoint(b *testing.B, lcore int) *Endpoint {
 	// inherit its affinity): two processes pinned to one core would take
 	// turns by the scheduler's time slice.
 	e := cdpdk.EAL{Lcore: lcore, NoHuge: true, MemoryMB: 256, FilePrefix: fmt.Sprintf("flxbench%d", os.Getpid()),
-		VDevs: []string{"net_af_packet0,iface=" + iface}}
-	ep, err := OpenDPDK(e, "net_af_packet0", EndpointConfig{PollSpin: benchSpin})
+		VDevs: []string{benchDevice() + ",iface=" + iface}}
+	ep, err := OpenDPDK(e, benchDevice(), EndpointConfig{PollSpin: benchSpin})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -193,7 +206,7 @@ func benchServer(b *testing.B) {
 		if err != nil {
 			return "", err
 		}
-		dl, err := dt.Listen(ctx, "dpdk://net_af_packet0:1", benchSrv, h, nil)
+		dl, err := dt.Listen(ctx, "dpdk://"+benchDevice()+":1", benchSrv, h, nil)
 		if err != nil {
 			return "", err
 		}
@@ -253,5 +266,5 @@ func benchClient(b *testing.B, body func(b *testing.B, c transport.Conn, msg []b
 	if err != nil {
 		b.Fatal(err)
 	}
-	run("dpdk-af_packet", dt, string(addr))
+	run("dpdk-"+benchPMD(), dt, string(addr))
 }
