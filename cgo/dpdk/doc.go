@@ -2,11 +2,13 @@
 // from Go-built arguments, and ethdev ports moving raw L2 frames in bursts.
 //
 // One goroutine, locked to its OS thread (runtime.LockOSThread), calls
-// rte_eal_init and then every other DPDK function: it is the process's
-// EAL lcore. It busy-polls each open port's rx queue and drains the Go-side
-// tx queue for a bounded spin after the last frame, then parks for
-// IdleSleep, so an idle process costs little CPU (this host shares its
-// cores). Frames cross the cgo boundary a burst at a time.
+// rte_eal_init and then sets ports up and tears them down: it is the
+// process's EAL lcore. Another goroutine, not locked (see pollLoop for
+// why), busy-polls each open port's rx queue and drains the Go-side tx
+// queue for a bounded spin after the last frame, yielding its core between
+// empty polls, then parks for IdleSleep, so an idle process costs little
+// CPU (this host shares its cores). Frames cross the cgo boundary a burst
+// at a time.
 //
 // It is built with the "dpdk" build tag on Linux with cgo and Debian's
 // libdpdk-dev (22.11); every other build gets a stub whose calls return
@@ -87,12 +89,23 @@ type PortConfig struct {
 	Device string
 	// Mbufs sizes the port's mbuf pool.
 	Mbufs int
-	// Spin is how long the EAL thread keeps polling after the last frame
+	// Spin is how long the poller keeps polling after the last frame
 	// before it parks for IdleSleep.
 	Spin, IdleSleep time.Duration
-	// Receive gets every received frame, on the EAL thread; frame is valid
+	// Receive gets every received frame, on the poller; frame is valid
 	// only during the call. It must not block.
 	Receive func(frame []byte)
+	// EtherType, if set, drops received frames of other EtherTypes
+	// before Receive, and they do not count as traffic that keeps the
+	// poller spinning: a net_af_packet port also sees the kernel's own
+	// traffic on its interface (a TCP flow, say), which would otherwise
+	// keep it busy-polling for nothing.
+	EtherType uint16
+	// BeforeTx, if set, runs on the poller on every turn that follows
+	// a Kick, just before the queued frames are sent: a protocol that
+	// coalesces sends what it gathered (with Send) there, so everything it
+	// queued since the last turn leaves in one burst.
+	BeforeTx func()
 	// TxQueue bounds the frames waiting to be sent; Send drops beyond it.
 	TxQueue int
 }

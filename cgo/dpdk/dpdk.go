@@ -11,6 +11,7 @@ package dpdk
 import "C"
 
 import (
+	"encoding/binary"
 	"runtime"
 	"slices"
 	"sync"
@@ -48,8 +49,9 @@ func check(op string, rc C.int, errno error) error {
 	return e
 }
 
-// The process's EAL thread. Fields below mu are set once; ports is the
-// EAL thread's own.
+// The process's EAL thread and poller. Fields below mu are set once;
+// ports is replaced (never changed in place) under pollMu, which the
+// poller holds while it polls.
 var eal struct {
 	mu      sync.Mutex
 	started bool
@@ -57,10 +59,12 @@ var eal struct {
 	err     error
 	cmds    chan func()
 	wake    chan struct{}
+	pollMu  sync.Mutex
 	ports   []*Port
+	polling bool
 }
 
-// Port is an ethdev port polled by the EAL thread. Send and Stats are safe
+// Port is an ethdev port polled by the poller (pollLoop). Send and Stats are safe
 // for concurrent use.
 type Port struct {
 	cfg PortConfig
@@ -73,8 +77,9 @@ type Port struct {
 	txn     int
 	closed  bool
 	dropped atomic.Uint64
+	kicked  atomic.Bool // BeforeTx is due
 
-	// The EAL thread's own.
+	// The poller's own.
 	rxbuf  []byte
 	rxlens []C.uint32_t
 	spare  []byte
@@ -120,7 +125,9 @@ func ealThread(args []string, errc chan<- error) {
 		return
 	}
 	errc <- nil
-	pollLoop()
+	for f := range eal.cmds {
+		f()
+	}
 }
 
 func joinArgs(a []string) string {
@@ -134,41 +141,51 @@ func joinArgs(a []string) string {
 	return s
 }
 
-// pollLoop is the lcore: it polls every port while frames flow and for
-// Spin after, then parks for IdleSleep at a time.
+// pollLoop moves frames while ports are open: it polls every port while
+// frames flow and for Spin after, then parks for IdleSleep at a time.
+//
+// It is a plain goroutine, not the EAL thread: a goroutine that Receive
+// wakes (a connection's reader) is queued on the waker's P, and a thread
+// locked to a goroutine that never blocks would leave it there until
+// another thread steals it (tens of µs, longer when the cores are busy).
+// Here runtime.Gosched after every turn runs it at once on the same
+// thread, with no OS thread switch. Polling from a thread that is not an
+// EAL lcore is fine for ethdev rx/tx bursts (one poller per queue) and for
+// the mbuf pool (no per-lcore cache then). While it spins with nothing to
+// do, it also gives its core to other threads (sched_yield): on a shared
+// host the peer's threads need it.
 func pollLoop() {
 	last := time.Now()
 	for {
-		select {
-		case f := <-eal.cmds:
-			f()
-		default:
-		}
-		if len(eal.ports) == 0 {
-			(<-eal.cmds)()
-			continue
+		eal.pollMu.Lock()
+		ports := eal.ports
+		if len(ports) == 0 {
+			eal.polling = false
+			eal.pollMu.Unlock()
+			return
 		}
 		busy := false
-		for _, p := range eal.ports {
+		for _, p := range ports {
 			if p.poll() {
 				busy = true
 			}
 		}
+		eal.pollMu.Unlock()
+		runtime.Gosched()
 		now := time.Now()
 		if busy {
 			last = now
 			continue
 		}
-		p0 := eal.ports[0].cfg
+		p0 := ports[0].cfg
 		if now.Sub(last) < p0.Spin {
+			C.flx_dpdk_idle(0)
 			continue
 		}
 		// Park in nanosleep, not on a Go timer: Go may round a timer this
 		// short up to a millisecond, which would be every idle frame's
-		// latency. Commands and Sends are looked at on the next turn.
+		// latency. Sends are looked at on the next turn.
 		select {
-		case f := <-eal.cmds:
-			f()
 		case <-eal.wake:
 		default:
 			C.flx_dpdk_idle(C.uint(p0.IdleSleep / time.Microsecond))
@@ -180,10 +197,6 @@ func pollLoop() {
 func onEAL(f func()) {
 	done := make(chan struct{})
 	eal.cmds <- func() { f(); close(done) }
-	select {
-	case eal.wake <- struct{}{}:
-	default:
-	}
 	<-done
 }
 
@@ -230,10 +243,17 @@ func Open(e EAL, cfg PortConfig) (*Port, error) {
 		for i := range mac {
 			p.mac[i] = byte(mac[i])
 		}
-		eal.ports = append(eal.ports, p)
 	})
 	if err != nil {
 		return nil, err
+	}
+	eal.pollMu.Lock()
+	eal.ports = append(slices.Clip(eal.ports), p)
+	start := !eal.polling
+	eal.polling = true
+	eal.pollMu.Unlock()
+	if start {
+		go pollLoop()
 	}
 	live.Add(1)
 	return p, nil
@@ -242,7 +262,7 @@ func Open(e EAL, cfg PortConfig) (*Port, error) {
 // MAC is the port's Ethernet address.
 func (p *Port) MAC() [6]byte { return p.mac }
 
-// Send queues a copy of frame for the EAL thread to send. A full queue
+// Send queues a copy of frame for the poller to send. A full queue
 // drops it (counted in Stats.TxDropped): the link is unreliable by
 // contract, and the caller's protocol retransmits.
 func (p *Port) Send(frame []byte) error {
@@ -273,13 +293,34 @@ func (p *Port) Send(frame []byte) error {
 	return nil
 }
 
+// Kick makes the poller run BeforeTx on its next turn, waking it if
+// it is parked.
+func (p *Port) Kick() {
+	if !p.kicked.Swap(true) {
+		select {
+		case eal.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // poll moves one rx burst to Receive and every queued frame to the port.
-// It runs on the EAL thread and reports whether anything moved.
+// It runs on the poller and reports whether anything moved.
 func (p *Port) poll() bool {
 	n := C.flx_dpdk_rx(p.c, (*C.uint8_t)(unsafe.Pointer(&p.rxbuf[0])), &p.rxlens[0], burst)
+	got := 0
 	for i := 0; i < int(n); i++ {
 		off := i * slot
-		p.cfg.Receive(p.rxbuf[off : off+int(p.rxlens[i])])
+		f := p.rxbuf[off : off+int(p.rxlens[i])]
+		if t := p.cfg.EtherType; t != 0 && (len(f) < 14 || binary.BigEndian.Uint16(f[12:]) != t) {
+			continue
+		}
+		got++
+		p.cfg.Receive(f)
+	}
+	if p.cfg.BeforeTx != nil && p.kicked.Load() {
+		p.kicked.Store(false)
+		p.cfg.BeforeTx()
 	}
 	p.txmu.Lock()
 	k := p.txn
@@ -296,7 +337,7 @@ func (p *Port) poll() bool {
 			p.dropped.Add(uint64(m - max(int(sent), 0)))
 		}
 	}
-	return n > 0 || k > 0
+	return got > 0 || k > 0
 }
 
 // Stats returns the port's counters.
@@ -325,8 +366,12 @@ func (p *Port) Close() error {
 	}
 	p.closed = true
 	p.txmu.Unlock()
+	// Once the poller no longer has it, the port is closed on the EAL
+	// thread.
+	eal.pollMu.Lock()
+	eal.ports = slices.DeleteFunc(slices.Clone(eal.ports), func(q *Port) bool { return q == p })
+	eal.pollMu.Unlock()
 	onEAL(func() {
-		eal.ports = slices.DeleteFunc(eal.ports, func(q *Port) bool { return q == p })
 		C.flx_dpdk_port_close(p.c)
 		p.c = nil
 	})

@@ -25,3 +25,6 @@ func (*Port) Close() error { return ErrNotSupported }
 
 // Live is the number of open ports (always 0 here).
 func Live() int64 { return 0 }
+
+// Kick does nothing here.
+func (*Port) Kick() {}

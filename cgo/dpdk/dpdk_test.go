@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,13 +133,16 @@ func child(role string) error {
 		got  = map[uint32]bool{}
 		bad  int
 		port *Port
+		// foreign counts frames of other EtherTypes that reached Receive.
+		foreign atomic.Int64
 	)
 	ready := make(chan struct{})
 	recv := func(f []byte) {
 		<-ready
 		seq, ok := parse(f)
 		if len(f) < 22 || binary.BigEndian.Uint16(f[12:]) != testEtherType {
-			return // the kernel's own traffic on the veth
+			foreign.Add(1) // the kernel's own traffic: PortConfig.EtherType drops it
+			return
 		}
 		if role == "echo" {
 			out := append([]byte(nil), f...)
@@ -156,7 +160,7 @@ func child(role string) error {
 		mu.Unlock()
 	}
 	var err error
-	if port, err = Open(e, PortConfig{Device: "net_af_packet0", Receive: recv}); err != nil {
+	if port, err = Open(e, PortConfig{Device: "net_af_packet0", EtherType: testEtherType, Receive: recv}); err != nil {
 		return err
 	}
 	close(ready)
@@ -180,6 +184,9 @@ func child(role string) error {
 		mu.Unlock()
 		if b > 0 {
 			return fmt.Errorf("%d frames came back corrupt", b)
+		}
+		if f := foreign.Load(); f > 0 {
+			return fmt.Errorf("%d frames of other EtherTypes reached Receive", f)
 		}
 		if len(missing) == 0 {
 			fmt.Printf("ping: %d frames echoed over %s; port %+v\n", n, iface, port.Stats())

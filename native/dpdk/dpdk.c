@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 
 #include <rte_eal.h>
@@ -137,6 +138,10 @@ void flx_dpdk_port_close(flx_dpdk_port *p) {
 }
 
 void flx_dpdk_idle(unsigned us) {
+  if (us == 0) {
+    sched_yield();
+    return;
+  }
   struct timespec ts = {.tv_sec = us / 1000000u, .tv_nsec = (long)(us % 1000000u) * 1000L};
   nanosleep(&ts, NULL);
 }

@@ -51,6 +51,9 @@ int main(void) {
   uint64_t in, out, errs;
   CHECK(flx_dpdk_port_stats(p, &in, &out, &errs) == 0);
   CHECK(out == (uint64_t)sent);
+  /* idle(0) only yields the core; idle(n) sleeps: both return. */
+  flx_dpdk_idle(0);
+  flx_dpdk_idle(1);
   flx_dpdk_port_close(p);
   CHECK(flx_dpdk_eal_cleanup() == 0);
   printf("test_dpdk: %d frames looped through net_ring0\n", got);

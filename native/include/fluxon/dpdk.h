@@ -64,7 +64,11 @@ int flx_dpdk_port_stats(flx_dpdk_port *p, uint64_t *ipackets, uint64_t *opackets
 
 /* flx_dpdk_idle sleeps the calling thread for us microseconds
  * (nanosleep): how the EAL thread parks between polls when idle. Go's own
- * timers may round a sleep this short up to a millisecond. */
+ * timers may round a sleep this short up to a millisecond. With us == 0 it
+ * only gives the core to any other thread ready to run there
+ * (sched_yield): what the EAL thread does between empty polls while it
+ * spins, so that a spinning lcore does not starve the threads that produce
+ * and consume its frames on a shared core. */
 void flx_dpdk_idle(unsigned us);
 
 /* flx_dpdk_port_close stops and closes the port and frees its pool. */

@@ -2,7 +2,7 @@
 // reads, keepalive, handshake: exactly as over TCP) runs over rel, a
 // reliable stream of our own, whose datagrams travel as raw Ethernet
 // frames (EtherType 0x88B5) through a DPDK port busy-polled by the
-// process's EAL thread (cgo/dpdk). No kernel socket and no IP are involved.
+// process's poller (cgo/dpdk). No kernel socket and no IP are involved.
 //
 // Connections are set up by the Endpoint of each port (SYN, SYN-ACK, RST,
 // carrying connection ids and a service port) and then carry rel datagrams:
@@ -25,6 +25,7 @@ import (
 	"net"
 
 	"github.com/fluxon-dev/fluxon/services/transport"
+	"github.com/fluxon-dev/fluxon/services/transport/dpdk/rel"
 	"github.com/fluxon-dev/fluxon/services/transport/framed"
 )
 
@@ -98,7 +99,11 @@ func (t *Transport) devices() []string {
 
 func prepare(nc net.Conn) (framed.Stream, error) {
 	// rel's deadlines interrupt a Read without losing stream bytes.
-	return framed.Stream{Conn: nc, ResumableDeadlines: true}, nil
+	s := framed.Stream{Conn: nc, ResumableDeadlines: true}
+	if rc, ok := nc.(*rel.Conn); ok {
+		s.TryWrite = rc.TryWrite
+	}
+	return s, nil
 }
 
 // dialer picks the endpoint to dial mac from.

@@ -52,6 +52,14 @@ type Link interface {
 	Close() error
 }
 
+// Kicker is a Link whose transmit loop can call Endpoint.Flush just before
+// it sends (a DPDK port's PortConfig.BeforeTx): Kick asks it to, on its
+// next turn. Over such a link connections coalesce: what they queue
+// between two turns leaves as full datagrams, acks included.
+type Kicker interface {
+	Kick()
+}
+
 // EndpointConfig configures an Endpoint.
 type EndpointConfig struct {
 	// MTU is the link's Ethernet payload size (DefaultMTU).
@@ -59,7 +67,7 @@ type EndpointConfig struct {
 	// Rel is the template for each connection's reliable stream (its MTU,
 	// Output, OnDone and addresses are set per connection).
 	Rel rel.Config
-	// PollSpin is how long a DPDK port's EAL thread keeps polling after
+	// PollSpin is how long a DPDK port's poller keeps polling after
 	// the last frame before it parks (cgo/dpdk's DefaultSpin when 0). A
 	// spin longer than a round trip keeps request/reply latency off the
 	// park-and-wake path at the cost of a busy core.
@@ -93,6 +101,11 @@ type Endpoint struct {
 	listeners map[uint16]*rawListener
 	dials     map[uint32]*pendingDial
 	closed    bool
+
+	// dirty: connections waiting for Flush (deferred output).
+	dmu   sync.Mutex
+	dirty []*rel.Conn
+	spare []*rel.Conn
 }
 
 type pendingDial struct {
@@ -218,6 +231,15 @@ func (e *Endpoint) newConnLocked(id uint32, peer [6]byte, remote uint32, port ui
 		cfg.Output = send
 	}
 	cfg.OnDone = func() { e.forget(id) }
+	var c *rel.Conn
+	if k, ok := e.link.(Kicker); ok {
+		cfg.Kick = func() {
+			e.dmu.Lock()
+			e.dirty = append(e.dirty, c)
+			e.dmu.Unlock()
+			k.Kick()
+		}
+	}
 	me := Addr{Device: e.name, MAC: e.mac, Port: port}
 	them := Addr{Device: "peer", MAC: peer, Port: port}
 	if local {
@@ -225,9 +247,27 @@ func (e *Endpoint) newConnLocked(id uint32, peer [6]byte, remote uint32, port ui
 	} else {
 		cfg.Local, cfg.Remote = Addr{Device: e.name, MAC: e.mac}, them
 	}
-	c := rel.New(cfg)
+	c = rel.New(cfg)
 	e.conns[id] = c
 	return c
+}
+
+// Flush sends what connections queued since the last Flush (see Kicker).
+// The link's transmit loop calls it.
+func (e *Endpoint) Flush() {
+	e.dmu.Lock()
+	d := e.dirty
+	e.dirty, e.spare = e.spare[:0], nil
+	e.dmu.Unlock()
+	for _, c := range d {
+		c.Flush()
+	}
+	clear(d)
+	e.dmu.Lock()
+	if e.spare == nil {
+		e.spare = d[:0]
+	}
+	e.dmu.Unlock()
 }
 
 func (e *Endpoint) forget(id uint32) {

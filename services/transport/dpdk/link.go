@@ -17,7 +17,8 @@ import (
 // them), so a process that dials its own listener needs a second port.
 func OpenDPDK(e cdpdk.EAL, device string, cfg EndpointConfig) (*Endpoint, error) {
 	ep := newEndpoint(device, cfg)
-	p, err := cdpdk.Open(e, cdpdk.PortConfig{Device: device, Receive: ep.Receive, Spin: cfg.PollSpin})
+	p, err := cdpdk.Open(e, cdpdk.PortConfig{Device: device, EtherType: EtherType, Receive: ep.Receive,
+		BeforeTx: ep.Flush, Spin: cfg.PollSpin})
 	if err != nil {
 		return nil, fmt.Errorf("dpdk transport: %w", err)
 	}
@@ -27,7 +28,9 @@ func OpenDPDK(e cdpdk.EAL, device string, cfg EndpointConfig) (*Endpoint, error)
 
 // MemHub is an in-memory Ethernet segment: a Link per endpoint, frames
 // delivered by destination MAC from one goroutine per link (like a NIC's
-// receive path), dropped when a link's queue is full. It lets the
+// receive path), dropped when a link's queue is full. A link's goroutine
+// also flushes its endpoint's connections when kicked, as a DPDK port's
+// EAL thread does, so coalescing runs here too. It lets the
 // transport's own logic (setup, reliability, the framed protocol on top)
 // run in every build, without DPDK or root.
 type MemHub struct {
@@ -47,7 +50,8 @@ func (h *MemHub) Endpoint(name string, cfg EndpointConfig) *Endpoint {
 	h.mu.Lock()
 	h.next++
 	mac := [6]byte{0x02, 0xf1, 0, 0, 0, h.next} // locally administered
-	l := &memLink{hub: h, mac: mac, q: make(chan []byte, memQueue), done: make(chan struct{}), recv: ep.Receive}
+	l := &memLink{hub: h, mac: mac, q: make(chan []byte, memQueue), done: make(chan struct{}), recv: ep.Receive,
+		kick: make(chan struct{}, 1), flush: ep.Flush}
 	h.links[mac] = l
 	h.mu.Unlock()
 	go l.run()
@@ -62,6 +66,17 @@ type memLink struct {
 	done chan struct{}
 	once sync.Once
 	recv func([]byte)
+	// kick asks run to call flush (Kicker), as a DPDK port's poller
+	// runs BeforeTx.
+	kick  chan struct{}
+	flush func()
+}
+
+func (l *memLink) Kick() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (l *memLink) MAC() [6]byte { return l.mac }
@@ -90,6 +105,8 @@ func (l *memLink) run() {
 		select {
 		case f := <-l.q:
 			l.recv(f)
+		case <-l.kick:
+			l.flush()
 		case <-l.done:
 			return
 		}

@@ -20,6 +20,7 @@ const (
 	DefaultInitialRTO = 50 * time.Millisecond
 	DefaultDeadAfter  = 15 * time.Second
 	DefaultLinger     = 2 * time.Second
+	DefaultAckDelay   = time.Millisecond
 	// fastRetxDups is how many acks must report later segments past a hole
 	// before the hole is sent again without waiting for its RTO.
 	fastRetxDups = 3
@@ -62,6 +63,20 @@ type Config struct {
 	// the Conn's lock held, so datagrams leave in the order they were made.
 	// A lost datagram is fine (return nil or an error; both are retried).
 	Output func(b []byte) error
+	// Kick, when set, defers output to Flush (coalescing): Write, Read and
+	// Input only queue and call Kick, once until the next Flush, and the
+	// link's transmit loop calls Flush just before it sends. Bytes written
+	// meanwhile are packed into the last unsent segment up to the MTU, and
+	// the acks of every datagram received meanwhile become one ack, or
+	// ride on a data segment. Kick runs with the Conn's lock held: it must
+	// not block or call back into the Conn. Retransmissions and probes
+	// still go out from the timer at once.
+	Kick func()
+	// AckDelay, with Kick, is how long an ack may wait for a data segment
+	// to ride on (a reply), like TCP's delayed ack. Acks still go at the
+	// next Flush for a FIN, a segment out of order or a duplicate, an ack
+	// request, or a second segment not acked yet.
+	AckDelay time.Duration
 	// OnDone, if set, runs once when the Conn is finished: closed locally
 	// and either fully acked, out of linger time, or failed. A mux uses it
 	// to forget the connection id.
@@ -91,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Linger <= 0 {
 		c.Linger = DefaultLinger
+	}
+	if c.AckDelay <= 0 {
+		c.AckDelay = DefaultAckDelay
 	}
 	return c
 }
@@ -132,7 +150,11 @@ type Conn struct {
 	rttvar   time.Duration
 	rto      time.Duration
 	heard    time.Time // when the peer was last heard from (or data queued after idle)
-	probeAt  time.Time
+	// timerAt is when the timer goroutine runs next; zero while it waits
+	// for a kick. Kicks it does not need are skipped: each is a goroutine
+	// wake-up.
+	timerAt time.Time
+	probeAt time.Time
 
 	// Receiver.
 	rcvNxt  uint32
@@ -141,6 +163,13 @@ type Conn struct {
 	readLen int
 	eof     bool
 	advWnd  uint32
+
+	// Deferred output (Config.Kick).
+	kicked     bool      // Kick was called and Flush has not run since
+	ackPending bool      // an ack is owed and no datagram has carried it yet
+	ackUrgent  bool      // ... and must go at the next Flush
+	ackAt      time.Time // ... else by then (zero: not yet timed)
+	unacked    int       // segments received since the last ack we sent
 
 	closed    bool // Close was called
 	finQueued bool
@@ -228,16 +257,73 @@ func (c *Conn) sackLocked() uint64 {
 	return s
 }
 
+// ackSentLocked: a datagram about to leave carries the ack.
+func (c *Conn) ackSentLocked() {
+	c.ackPending, c.ackUrgent, c.ackAt, c.unacked = false, false, time.Time{}, 0
+}
+
 func (c *Conn) sendAckLocked(flags byte) {
+	c.ackSentLocked()
 	c.advWnd = c.wndLocked()
 	c.output(&packet{kind: kindAck, flags: flags, ack: c.rcvNxt, wnd: c.advWnd, sack: c.sackLocked()})
 }
 
 func (c *Conn) sendSegLocked(s *seg, now time.Time) {
+	c.ackSentLocked()
 	c.advWnd = c.wndLocked()
 	p := packet{kind: s.kind, seq: s.seq, ack: c.rcvNxt, wnd: c.advWnd, sack: c.sackLocked(), payload: s.data}
 	s.sentAt = now
 	c.output(&p)
+}
+
+// kickLocked asks for a Flush, once until it runs.
+func (c *Conn) kickLocked() {
+	if !c.kicked {
+		c.kicked = true
+		c.cfg.Kick()
+	}
+}
+
+// outputLocked sends what is queued (and the ack owed, if asked) now, or,
+// when output is deferred, asks for a Flush to send it; an ack that is not
+// urgent waits up to AckDelay for data to carry it.
+func (c *Conn) outputLocked(now time.Time, ack, urgent bool) {
+	if c.cfg.Kick != nil {
+		if ack {
+			c.ackPending = true
+			c.ackUrgent = c.ackUrgent || urgent
+			if !c.ackUrgent && c.ackAt.IsZero() {
+				c.ackAt = now.Add(c.cfg.AckDelay)
+				if c.timerAt.IsZero() || c.timerAt.After(c.ackAt) {
+					c.kickTimer()
+				}
+			}
+		}
+		if c.ackUrgent || c.nsent < len(c.segs) {
+			c.kickLocked()
+		}
+		return
+	}
+	if ack && c.err == nil {
+		c.sendAckLocked(0)
+	}
+	c.pumpLocked(now)
+}
+
+// Flush sends what deferred output queued (Config.Kick): the segments the
+// peer's window admits, then an urgent ack owed if none of them carried it
+// (the timer sends one that is not).
+func (c *Conn) Flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kicked = false
+	if c.err != nil || c.finished {
+		return
+	}
+	c.pumpLocked(time.Now())
+	if c.ackPending && c.ackUrgent {
+		c.sendAckLocked(0)
+	}
 }
 
 // pumpLocked sends the queued segments the peer's window admits.
@@ -252,7 +338,9 @@ func (c *Conn) pumpLocked(now time.Time) {
 		}
 		c.sendSegLocked(s, now)
 		c.nsent++
-		c.kickTimer()
+		if c.timerAt.IsZero() {
+			c.kickTimer() // it runs again well within an RTO otherwise
+		}
 	}
 }
 
@@ -278,19 +366,74 @@ func (c *Conn) Write(p []byte) (int, error) {
 			// The timer sleeps while nothing is queued; it must run now to
 			// retransmit or, if the peer's window is closed, to probe it.
 			c.heard = time.Now()
+			if c.timerAt.IsZero() {
+				c.kickTimer()
+			}
+		}
+		n += c.appendLocked(p[n:])
+		c.outputLocked(time.Now(), false, false)
+	}
+	return n, nil
+}
+
+// appendLocked queues bytes of p as segments, as many as the send buffer
+// takes, and returns how many. Bytes first fill the last segment if it is
+// an unsent data segment with room (coalescing small writes into one
+// datagram); a segment is never changed once sent, so a retransmission
+// carries exactly what the first transmission did.
+func (c *Conn) appendLocked(p []byte) int {
+	n := 0
+	if k := len(c.segs) - 1; k >= c.nsent && c.segs[k].kind == kindData {
+		t := &c.segs[k]
+		if room := c.payload - len(t.data); room > 0 {
+			m := min(room, len(p))
+			t.data = append(t.data, p[:m]...)
+			n = m
+		}
+	}
+	if n == len(p) {
+		return n
+	}
+	// One copy of the full segments' bytes (up to the free buffer); a
+	// last partial segment has a copy of its own, which later writes may
+	// grow (appending reallocates it) up to a full one.
+	room := (2*c.cfg.Window - len(c.segs)) * c.payload
+	rest := p[n : n+min(room, len(p)-n)]
+	full := len(rest) / c.payload * c.payload
+	chunk := append([]byte(nil), rest[:full]...)
+	for len(chunk) > 0 {
+		c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindData, data: chunk[:c.payload:c.payload]})
+		c.sndNxt++
+		chunk = chunk[c.payload:]
+	}
+	if tail := rest[full:]; len(tail) > 0 {
+		c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindData, data: append([]byte(nil), tail...)})
+		c.sndNxt++
+	}
+	return n + len(rest)
+}
+
+// TryWrite queues as much of p as the send buffer takes without waiting
+// and returns how much (framed.Stream.TryWrite: a producer that finds the
+// connection idle writes its frame itself, without waking a writer
+// goroutine).
+func (c *Conn) TryWrite(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.writeErrLocked(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 || len(c.segs) >= 2*c.cfg.Window {
+		return 0, nil
+	}
+	if len(c.segs) == 0 {
+		c.heard = time.Now()
+		if c.timerAt.IsZero() {
 			c.kickTimer()
 		}
-		room := (2*c.cfg.Window - len(c.segs)) * c.payload
-		chunk := append([]byte(nil), p[n:n+min(room, len(p)-n)]...)
-		for len(chunk) > 0 {
-			k := min(len(chunk), c.payload)
-			c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindData, data: chunk[:k:k]})
-			c.sndNxt++
-			chunk = chunk[k:]
-			n += k
-		}
-		c.pumpLocked(time.Now())
 	}
+	n := c.appendLocked(p)
+	c.outputLocked(time.Now(), false, false)
 	return n, nil
 }
 
@@ -366,7 +509,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.readLen -= n
 	// Tell a sender stalled on our window that it opened.
 	if w := c.wndLocked(); c.err == nil && (c.advWnd == 0 && w > 0 || w >= c.advWnd+uint32(c.cfg.Window/4)) {
-		c.sendAckLocked(0)
+		c.outputLocked(time.Now(), true, true)
 	}
 	return n, nil
 }
@@ -391,15 +534,19 @@ func (c *Conn) Input(b []byte) {
 	now := time.Now()
 	c.heard = now
 	c.ackLocked(&p, now)
-	ackNow := p.flags&flagAckReq != 0
+	urgent := p.flags&flagAckReq != 0
+	ack := urgent
 	if p.kind == kindData || p.kind == kindFin {
-		ackNow = true
-		c.receiveLocked(&p)
+		ack = true
+		c.unacked++
+		before := c.rcvNxt
+		inOrder := c.receiveLocked(&p)
+		// Urgent: a duplicate or a segment out of order (the sender may
+		// be retransmitting), one that filled a hole, a FIN, or a
+		// second segment not acked yet.
+		urgent = urgent || !inOrder || len(c.ooo) > 0 || c.rcvNxt-before > 1 || p.kind == kindFin || c.unacked >= 2
 	}
-	if ackNow && c.err == nil {
-		c.sendAckLocked(0)
-	}
-	c.pumpLocked(now)
+	c.outputLocked(now, ack, urgent)
 	c.maybeFinishLocked(now)
 	c.notifyLocked()
 }
@@ -462,16 +609,18 @@ func (c *Conn) sampleRTT(r time.Duration) {
 	c.rto = min(max(c.srtt+4*c.rttvar, c.cfg.MinRTO), c.cfg.MaxRTO)
 }
 
-// receiveLocked stores a data or FIN segment and delivers what is in order.
-func (c *Conn) receiveLocked(p *packet) {
+// receiveLocked stores a data or FIN segment and delivers what is in
+// order. It reports whether p was the next segment expected.
+func (c *Conn) receiveLocked(p *packet) bool {
 	if seqLess(p.seq, c.rcvNxt) || p.seq-c.rcvNxt >= uint32(c.cfg.Window) {
 		c.stats.Duplicate++ // old, or past the window we advertised
-		return
+		return false
 	}
 	if _, ok := c.ooo[p.seq]; ok {
 		c.stats.Duplicate++
-		return
+		return false
 	}
+	next := p.seq == c.rcvNxt
 	c.ooo[p.seq] = seg{kind: p.kind, data: append([]byte(nil), p.payload...)}
 	for {
 		s, ok := c.ooo[c.rcvNxt]
@@ -489,6 +638,7 @@ func (c *Conn) receiveLocked(p *packet) {
 			c.readLen += len(s.data)
 		}
 	}
+	return next
 }
 
 // failLocked ends the connection with err; reset tells the peer.
@@ -545,7 +695,7 @@ func (c *Conn) queueFinLocked(now time.Time) {
 		}
 		c.segs = append(c.segs, seg{seq: c.sndNxt, kind: kindFin})
 		c.sndNxt++
-		c.pumpLocked(now)
+		c.outputLocked(now, false, false)
 	}
 	c.notifyLocked()
 	c.kickTimer()
@@ -587,7 +737,12 @@ func (c *Conn) timerLoop() {
 	defer t.Stop()
 	for {
 		c.mu.Lock()
-		next := c.onTimerLocked(time.Now())
+		now := time.Now()
+		next := c.onTimerLocked(now)
+		c.timerAt = time.Time{}
+		if next > 0 {
+			c.timerAt = now.Add(next)
+		}
 		c.mu.Unlock()
 		if next > 0 {
 			t.Reset(next)
@@ -632,16 +787,26 @@ func (c *Conn) onTimerLocked(now time.Time) time.Duration {
 			c.sendSegLocked(s, now)
 		}
 	}
-	if c.nsent == 0 && len(c.segs) > 0 && now.After(c.probeAt) {
+	if c.nsent == 0 && len(c.segs) > 0 && !seqLess(c.segs[0].seq, c.sndLimit) && now.After(c.probeAt) {
 		// The peer's window is closed and the update may be lost: ask again.
 		c.probeAt = now.Add(c.rto)
 		c.stats.Probes++
 		c.sendAckLocked(flagAckReq)
 	}
-	if len(c.segs) == 0 && !c.closed {
-		return 0
+	// A delayed ack that no data carried in time.
+	if c.ackPending && !c.ackAt.IsZero() && !now.Before(c.ackAt) {
+		c.sendAckLocked(0)
 	}
-	return max(c.rto/4, minTick)
+	var next time.Duration
+	if len(c.segs) > 0 || c.closed {
+		next = max(c.rto/4, minTick)
+	}
+	if c.ackPending && !c.ackAt.IsZero() {
+		if d := c.ackAt.Sub(now); next == 0 || d < next {
+			next = max(d, time.Microsecond)
+		}
+	}
+	return next
 }
 
 // LocalAddr implements net.Conn.

@@ -180,43 +180,7 @@ func TestExactlyOnceInOrder(t *testing.T) {
 			tc.f.Seed = seed * 1000
 			t.Run(tc.name, func(t *testing.T) {
 				a, b, _, _ := pair(t, tc.f, nil)
-				ab := stream(uint64(ci)*10+seed, tc.size)
-				ba := stream(uint64(ci)*10+seed+100, tc.size/3)
-				type res struct {
-					got []byte
-					err error
-				}
-				gotB, gotA := make(chan res, 1), make(chan res, 1)
-				errs := make(chan error, 2)
-				go func() { g, err := recvAll(b, seed); gotB <- res{g, err} }()
-				go func() { g, err := recvAll(a, seed+1); gotA <- res{g, err} }()
-				go func() { errs <- send(a, ab, seed, tc.maxWrite) }()
-				go func() { errs <- send(b, ba, seed+1, tc.maxWrite) }()
-				for range 2 {
-					select {
-					case err := <-errs:
-						if err != nil {
-							t.Fatal(err)
-						}
-					case <-time.After(testLimit):
-						t.Fatal("writes hung")
-					}
-				}
-				for _, r := range []struct {
-					ch   chan res
-					want []byte
-					name string
-				}{{gotB, ab, "a->b"}, {gotA, ba, "b->a"}} {
-					select {
-					case x := <-r.ch:
-						if x.err != nil && !errors.Is(x.err, ErrReset) {
-							t.Fatalf("%s: %v", r.name, x.err)
-						}
-						checkSame(t, r.name, x.got, r.want)
-					case <-time.After(testLimit):
-						t.Fatalf("%s: reads hung", r.name)
-					}
-				}
+				exchange(t, a, b, stream(uint64(ci)*10+seed, tc.size), stream(uint64(ci)*10+seed+100, tc.size/3), seed, tc.maxWrite)
 				st := a.Stats()
 				t.Logf("a: %+v", st)
 				if tc.f.Loss > 0 && st.Retransmitted == 0 {
@@ -226,6 +190,48 @@ func TestExactlyOnceInOrder(t *testing.T) {
 					t.Error("corruption injected but no datagram failed its checksum")
 				}
 			})
+		}
+	}
+}
+
+// exchange sends ab from a to b and ba from b to a at once, in random-sized
+// writes of at most maxWrite, and checks each side reads exactly what the
+// other wrote.
+func exchange(t *testing.T, a, b *Conn, ab, ba []byte, seed uint64, maxWrite int) {
+	t.Helper()
+	type res struct {
+		got []byte
+		err error
+	}
+	gotB, gotA := make(chan res, 1), make(chan res, 1)
+	errs := make(chan error, 2)
+	go func() { g, err := recvAll(b, seed); gotB <- res{g, err} }()
+	go func() { g, err := recvAll(a, seed+1); gotA <- res{g, err} }()
+	go func() { errs <- send(a, ab, seed, maxWrite) }()
+	go func() { errs <- send(b, ba, seed+1, maxWrite) }()
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(testLimit):
+			t.Fatal("writes hung")
+		}
+	}
+	for _, r := range []struct {
+		ch   chan res
+		want []byte
+		name string
+	}{{gotB, ab, "a->b"}, {gotA, ba, "b->a"}} {
+		select {
+		case x := <-r.ch:
+			if x.err != nil && !errors.Is(x.err, ErrReset) {
+				t.Fatalf("%s: %v", r.name, x.err)
+			}
+			checkSame(t, r.name, x.got, r.want)
+		case <-time.After(testLimit):
+			t.Fatalf("%s: reads hung", r.name)
 		}
 	}
 }
