@@ -46,10 +46,10 @@ int flx_dpdk_eal_cleanup(void) {
  * mbuf's page); without the flag and without hugepages (--no-huge: 4 KiB
  * pages), each ~2.4 KiB mbuf is placed at the start of a page of its own, so
  * ~40% of them lie past the UMEM's end. The kernel skips every tx or fill
- * descriptor that points at one (counted only in its XDP_STATISTICS), the
- * frame is lost and the mbuf never comes back through the completion or rx
- * ring: the pool drains and the port stops moving frames altogether. No port
- * here DMAs from the pool, so IOVA-contiguous objects buy nothing. */
+ * descriptor that points at one (counted only in its XDP_STATISTICS): the
+ * frame is lost, the mbuf never comes back, and once the fill ring holds no
+ * usable entry the port receives nothing. No port here DMAs from the pool,
+ * so IOVA-contiguous objects buy nothing. */
 static struct rte_mempool *pool_create(const char *name, unsigned n, int socket) {
   struct rte_pktmbuf_pool_private priv;
   memset(&priv, 0, sizeof priv);
