@@ -48,7 +48,7 @@ native-test:
 	cmake --build $(NATIVE_ASAN) -j2
 	ctest --test-dir $(NATIVE_ASAN) --output-on-failure
 
-# The DPDK conformance suite over a faulty net_af_packet link (loss, duplication, reordering,
+# The DPDK conformance suite over a faulty net_af_packet and net_af_xdp link (loss, duplication, reordering,
 # corruption injected in-process; this kernel has no sch_netem). Minutes long, so not in `make test`.
 test-dpdk-faults:
 	FLUXON_DPDK_FAULTS=1 $(GO) test -tags dpdk -count=1 -timeout 30m -run TestConformanceDPDK -v ./services/transport/dpdk

@@ -12,6 +12,7 @@ import "C"
 
 import (
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -377,4 +378,15 @@ func (p *Port) Close() error {
 	})
 	live.Add(-1)
 	return nil
+}
+
+// AFXDPAvailable reports why net_af_xdp cannot run here: a kernel without
+// AF_XDP sockets (CONFIG_XDP_SOCKETS) refuses to create one.
+func AFXDPAvailable() error {
+	const afXDP = 44 // AF_XDP, <linux/socket.h>
+	fd, err := syscall.Socket(afXDP, syscall.SOCK_RAW, 0)
+	if err != nil {
+		return fmt.Errorf("this kernel cannot create an AF_XDP socket: %w", err)
+	}
+	return syscall.Close(fd)
 }

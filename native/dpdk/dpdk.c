@@ -11,6 +11,7 @@
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_pool_ops.h>
 #include <rte_mempool.h>
 
 #define RX_DESC 1024
@@ -38,6 +39,39 @@ int flx_dpdk_eal_cleanup(void) {
   return rc < 0 ? sys_err(rc) : 0;
 }
 
+/* pool_create is rte_pktmbuf_pool_create with RTE_MEMPOOL_F_NO_IOVA_CONTIG:
+ * the mbufs are laid out back to back, none skipped to the next page.
+ * net_af_xdp registers the rx pool itself as the socket's UMEM, assuming
+ * exactly that layout (UMEM size = mbuf count x object size, from the first
+ * mbuf's page); without the flag and without hugepages (--no-huge: 4 KiB
+ * pages), each ~2.4 KiB mbuf is placed at the start of a page of its own, so
+ * ~40% of them lie past the UMEM's end. The kernel skips every tx or fill
+ * descriptor that points at one (counted only in its XDP_STATISTICS): the
+ * frame is lost, the mbuf never comes back, and once the fill ring holds no
+ * usable entry the port receives nothing. No port here DMAs from the pool,
+ * so IOVA-contiguous objects buy nothing. */
+static struct rte_mempool *pool_create(const char *name, unsigned n, int socket) {
+  struct rte_pktmbuf_pool_private priv;
+  memset(&priv, 0, sizeof priv);
+  priv.mbuf_data_room_size = RTE_MBUF_DEFAULT_BUF_SIZE;
+  struct rte_mempool *mp =
+      rte_mempool_create_empty(name, n, sizeof(struct rte_mbuf) + RTE_MBUF_DEFAULT_BUF_SIZE, POOL_CACHE,
+                               sizeof(struct rte_pktmbuf_pool_private), socket, RTE_MEMPOOL_F_NO_IOVA_CONTIG);
+  if (mp == NULL) return NULL;
+  int rc = rte_mempool_set_ops_byname(mp, rte_mbuf_best_mempool_ops(), NULL);
+  if (rc == 0) {
+    rte_pktmbuf_pool_init(mp, &priv);
+    rc = rte_mempool_populate_default(mp);
+  }
+  if (rc < 0) {
+    rte_mempool_free(mp);
+    rte_errno = -rc;
+    return NULL;
+  }
+  rte_mempool_obj_iter(mp, rte_pktmbuf_init, NULL);
+  return mp;
+}
+
 int flx_dpdk_port_open(const char *name, unsigned nb_mbufs, flx_dpdk_port **out, uint8_t mac[6]) {
   if (name == NULL || out == NULL || mac == NULL || nb_mbufs == 0) return FLX_EINVAL;
   uint16_t pid;
@@ -48,8 +82,7 @@ int flx_dpdk_port_open(const char *name, unsigned nb_mbufs, flx_dpdk_port **out,
   p->port_id = pid;
   char pool_name[RTE_MEMPOOL_NAMESIZE];
   snprintf(pool_name, sizeof pool_name, "flx_pool_%u", (unsigned)pid);
-  p->pool = rte_pktmbuf_pool_create(pool_name, nb_mbufs, POOL_CACHE, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                    (int)rte_socket_id());
+  p->pool = pool_create(pool_name, nb_mbufs, (int)rte_socket_id());
   if (p->pool == NULL) {
     rc = sys_err(rte_errno);
     goto fail;
@@ -57,6 +90,14 @@ int flx_dpdk_port_open(const char *name, unsigned nb_mbufs, flx_dpdk_port **out,
   struct rte_eth_conf conf;
   memset(&conf, 0, sizeof conf);
   if ((rc = rte_eth_dev_configure(pid, 1, 1, &conf)) < 0) goto fail_sys;
+  /* net_af_xdp takes the pool as its UMEM only when it is one run of
+   * memory (see pool_create); otherwise it would lose frames silently. */
+  struct rte_eth_dev_info info;
+  if ((rc = rte_eth_dev_info_get(pid, &info)) < 0) goto fail_sys;
+  if (info.driver_name != NULL && strcmp(info.driver_name, "net_af_xdp") == 0 && p->pool->nb_mem_chunks != 1) {
+    rc = sys_err(EINVAL);
+    goto fail;
+  }
   uint16_t nrx = RX_DESC, ntx = TX_DESC;
   if ((rc = rte_eth_dev_adjust_nb_rx_tx_desc(pid, &nrx, &ntx)) < 0) goto fail_sys;
   int sock = rte_eth_dev_socket_id(pid);
@@ -145,3 +186,4 @@ void flx_dpdk_idle(unsigned us) {
   struct timespec ts = {.tv_sec = us / 1000000u, .tv_nsec = (long)(us % 1000000u) * 1000L};
   nanosleep(&ts, NULL);
 }
+
