@@ -17,7 +17,7 @@ GO_TAGS ?= $(subst $(eval) ,$(comma),$(strip invariants $(RDMA_TAG) $(UCX_TAG) $
 GO_TEST_FLAGS ?= -race -tags $(GO_TAGS) -timeout 20m
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-dpdk-faults native-test vet fmt-check go-test clean help proto
+.PHONY: all deps build run test test-dpdk-faults native-test native-stamp vet fmt-check go-test clean help proto
 
 all: build
 
@@ -35,8 +35,13 @@ deps:
 	@scripts/install-deps.sh
 	@$(GO) mod download
 
-build: deps
+build: deps native-stamp
 	$(GO) build -o $(BIN) ./cmd/fluxon
+
+# The cgo packages #include native/*.c, which Go's build cache does not see:
+# a generated file per package carries a hash of native/ (scripts/native-stamp.sh).
+native-stamp:
+	@scripts/native-stamp.sh
 
 run: build
 	./$(BIN) up
@@ -50,10 +55,10 @@ native-test:
 
 # The DPDK conformance suite over a faulty net_af_packet and net_af_xdp link (loss, duplication, reordering,
 # corruption injected in-process; this kernel has no sch_netem). Minutes long, so not in `make test`.
-test-dpdk-faults:
+test-dpdk-faults: native-stamp
 	FLUXON_DPDK_FAULTS=1 $(GO) test -tags dpdk -count=1 -timeout 30m -run TestConformanceDPDK -v ./services/transport/dpdk
 
-vet:
+vet: native-stamp
 	$(GO) vet ./...
 	$(if $(RDMA_TAG),$(GO) vet -tags rdma ./cgo/rdma/... ./services/transport/rdma/...)
 	$(if $(UCX_TAG),$(GO) vet -tags ucx ./cgo/ucx ./services/transport/ucx)
@@ -63,7 +68,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-go-test:
+go-test: native-stamp
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
 proto:
