@@ -52,6 +52,7 @@ type stream struct {
 	prod     string
 	produced produced
 	claim    string // the consumer holding it (MPMC), from etcd
+	claimRev int64  // etcd revision of our last claim: older claim events are stale
 	mine     bool
 	draining bool
 	gen      int // bumped whenever fetched messages are dropped
@@ -205,8 +206,10 @@ func (k *consumer) apply(e meta.Event) {
 		}
 		if name == allStreams {
 			k.allClaim = v
-		} else {
-			k.stream(name).claim = v
+		} else if s := k.stream(name); e.Mod >= s.claimRev {
+			// An event from before our own claim (still queued when we
+			// made it) would make us think another consumer holds it.
+			s.claim = v
 		}
 	}
 }
@@ -347,11 +350,13 @@ func (k *consumer) rebalance() {
 // take claims a stream (MPMC) and starts fetching it where Config.Start says.
 func (k *consumer) take(s *stream) {
 	c := k.c
+	var claimRev int64
 	if c.rec.Type == MPMC {
-		_, made, err := c.meta.Create(c.ctx, c.prefix+"claims/"+s.prod, []byte(c.id), c.member)
+		cl, made, err := c.meta.Create(c.ctx, c.prefix+"claims/"+s.prod, []byte(c.id), c.member)
 		if err != nil || !made {
 			return
 		}
+		claimRev = cl.Mod
 	}
 	rec, ok, err := c.meta.Get(c.ctx, c.prefix+"consumed/"+s.prod)
 	if err != nil {
@@ -372,6 +377,7 @@ func (k *consumer) take(s *stream) {
 	s.gen++
 	s.epoch++
 	s.claim = c.id
+	s.claimRev = max(s.claimRev, claimRev)
 	s.committed = cur
 	s.window, s.delivered, s.acked, s.known = nil, 0, 0, nil
 	s.earliest = pos{batch: cur.Earliest, offset: cur.EarliestOffset}
