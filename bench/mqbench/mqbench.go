@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxon-dev/fluxon/bench/kvbench"
 )
 
 // Cell is one run: P producers, C consumers, Messages messages of Size
@@ -36,17 +38,8 @@ type Cell struct {
 }
 
 // Key names a cell in the table.
-func (c Cell) Key() string { return fmt.Sprintf("%d→%d %s", c.Producers, c.Consumers, SizeName(c.Size)) }
-
-// SizeName prints a message size.
-func SizeName(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d B", n)
+func (c Cell) Key() string {
+	return fmt.Sprintf("%d→%d %s", c.Producers, c.Consumers, kvbench.FormatSize(c.Size))
 }
 
 // Producer sends messages. Send may return before the message is stored,

@@ -5,6 +5,8 @@ import (
 	"io"
 	"text/tabwriter"
 	"time"
+
+	"github.com/fluxon-dev/fluxon/bench/kvbench"
 )
 
 // Target is a goal of issue 6: fluxon's msgs/s at least Ratio times
@@ -102,6 +104,6 @@ func PrintTargets(w io.Writer, rs []Result) {
 			verdict = "NOT met"
 		}
 		fmt.Fprintf(w, "target: fluxon >= %gx JetStream msgs/s at %s: %s (lowest ratio %.2fx over %d cells)\n",
-			t.Ratio, SizeName(t.Size), verdict, worst, len(cells))
+			t.Ratio, kvbench.FormatSize(t.Size), verdict, worst, len(cells))
 	}
 }

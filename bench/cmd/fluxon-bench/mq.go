@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fluxon-dev/fluxon/bench/benchenv"
+	"github.com/fluxon-dev/fluxon/bench/kvbench"
 	"github.com/fluxon-dev/fluxon/bench/mqbench"
 )
 
@@ -147,13 +148,7 @@ func runMQ(ctx context.Context, out, log io.Writer, o mqOptions, cells []mqbench
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if o.keep || err != nil && !errors.Is(err, context.Canceled) {
-			fmt.Fprintf(log, "work directory (server logs) kept: %s\n", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
+	defer func() { dropWorkDir(log, dir, o.keep, err) }()
 	// Both systems hold at most the largest backlog in memory; room for it
 	// three times over (stored, prefetched, being written) and a margin.
 	var most uint64
@@ -261,7 +256,7 @@ run:
 	for _, c := range cells {
 		if !seen[c.Size] {
 			seen[c.Size] = true
-			fmt.Fprintf(out, "  %s: %d msgs per cell, window %d per producer, batch %d, backlog %d\n", mqbench.SizeName(c.Size), c.Messages, c.Window, c.Batch, c.Backlog)
+			fmt.Fprintf(out, "  %s: %d msgs per cell, window %d per producer, batch %d, backlog %d\n", kvbench.FormatSize(c.Size), c.Messages, c.Window, c.Batch, c.Backlog)
 		}
 	}
 	fmt.Fprintln(out)
