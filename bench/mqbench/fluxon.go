@@ -18,7 +18,12 @@ import (
 type Fluxon struct {
 	ClusterName, SharedFilePath string
 	Logger                      *slog.Logger
+	// PID is `fluxon up`'s (owner and embedded etcd).
+	PID int
 }
+
+// ServerPID is `fluxon up`'s pid.
+func (f *Fluxon) ServerPID() int { return f.PID }
 
 // Name is the system's column name.
 func (f *Fluxon) Name() string { return "fluxon" }

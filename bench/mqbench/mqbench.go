@@ -15,8 +15,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/fluxon-dev/fluxon/bench/benchenv"
 	"github.com/fluxon-dev/fluxon/bench/kvbench"
 )
 
@@ -63,6 +65,8 @@ type Consumer interface {
 // System is a message queue under test.
 type System interface {
 	Name() string
+	// ServerPID is the server process whose CPU time a run reports.
+	ServerPID() int
 	// Open makes a fresh channel (stream) for the cell, with its producers
 	// and consumers bound and ready; cleanup removes it.
 	Open(ctx context.Context, c Cell, id string) (ps []Producer, cs []Consumer, cleanup func() error, err error)
@@ -98,7 +102,27 @@ type Result struct {
 	Bad     int           // payloads that did not parse or had the wrong size
 	P50     time.Duration
 	P99     time.Duration
-	Err     error
+	// ServerCPU and ClientCPU: CPU time of the server process and of this
+	// one (producers, consumers, client libraries) during the run.
+	ServerCPU, ClientCPU time.Duration
+	Err                  error
+}
+
+// CPUPerMsg is the CPU time, server and client, per distinct message.
+func (r Result) CPUPerMsg() (server, client time.Duration) {
+	if r.Unique == 0 {
+		return 0, 0
+	}
+	return r.ServerCPU / time.Duration(r.Unique), r.ClientCPU / time.Duration(r.Unique)
+}
+
+// selfCPU is this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // MsgsPerSec is the delivered rate.
@@ -258,6 +282,8 @@ func Run(ctx context.Context, sys System, c Cell, id string) Result {
 		}()
 	}
 
+	srv0, _ := benchenv.CPUTime(sys.ServerPID())
+	cli0 := selfCPU()
 	start := time.Now()
 	var pwg sync.WaitGroup
 	for i, p := range ps {
@@ -321,6 +347,8 @@ func Run(ctx context.Context, sys System, c Cell, id string) Result {
 	cwg.Wait()
 	stop()
 	<-watchDone
+	srv1, _ := benchenv.CPUTime(sys.ServerPID())
+	res.ServerCPU, res.ClientCPU = srv1-srv0, selfCPU()-cli0
 
 	res.Unique, res.Dups, res.Lost = t.summary()
 	res.Bad = int(bad.Load())

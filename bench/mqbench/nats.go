@@ -18,7 +18,11 @@ import (
 // producer and consumer has its own connection.
 type JetStream struct {
 	URL string
+	PID int
 }
+
+// ServerPID is nats-server's pid.
+func (j *JetStream) ServerPID() int { return j.PID }
 
 // Name is the system's column name.
 func (j *JetStream) Name() string { return "jetstream" }

@@ -45,11 +45,13 @@ func ratio(rs []Result, c Cell, sys string) float64 {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
 
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
 // PrintTable prints one row per system and cell, fluxon's with its ratio
 // to JetStream's msgs/s.
 func PrintTable(w io.Writer, rs []Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "cell\tsystem\tmsgs\tmsgs/s\tMB/s\tp50 ms\tp99 ms\tdups\tlost\tbad\tvs jetstream\t")
+	fmt.Fprintln(tw, "cell\tsystem\tmsgs\tmsgs/s\tMB/s\tp50 ms\tp99 ms\tdups\tlost\tbad\tsrv µs/msg\tcli µs/msg\tvs jetstream\t")
 	for _, r := range rs {
 		rat := ""
 		if r.System != Peer {
@@ -62,8 +64,9 @@ func PrintTable(w io.Writer, rs []Result) error {
 		if r.Err != nil {
 			rat += " FAILED"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.1f\t%s\t%s\t%d\t%d\t%d\t%s\t\n", r.Cell.Key(), r.System, r.Unique,
-			r.MsgsPerSec(), r.MBPerSec(), ms(r.P50), ms(r.P99), r.Dups, r.Lost, r.Bad, rat)
+		srv, cli := r.CPUPerMsg()
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.1f\t%s\t%s\t%d\t%d\t%d\t%.1f\t%.1f\t%s\t\n", r.Cell.Key(), r.System, r.Unique,
+			r.MsgsPerSec(), r.MBPerSec(), ms(r.P50), ms(r.P99), r.Dups, r.Lost, r.Bad, us(srv), us(cli), rat)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,11 @@ var mqScales = map[string][]mqSize{
 	},
 }
 
+// minBusyPollCPUs: under this many CPUs the owner's busy polling (shared
+// memory rings, tcp readers) takes the cores the work needs; fluxon warns
+// and advises event_driven.
+const minBusyPollCPUs = 4
+
 type mqOptions struct {
 	scale     string
 	shapes    []string
@@ -53,6 +59,7 @@ type mqOptions struct {
 	pollMode  string
 	keep      bool
 	workDir   string
+	profile   string
 }
 
 func newMQCmd() *cobra.Command {
@@ -93,9 +100,10 @@ and fluxon's msgs/s as a ratio of JetStream's in the same cell.`,
 	f.IntVar(&o.rounds, "rounds", 1, "rounds of the matrix; the systems' order alternates from cell to cell and round to round")
 	f.StringVar(&o.fluxonBin, "fluxon", "bin/fluxon", "the fluxon binary (make build)")
 	f.StringVar(&o.natsBin, "nats-server", "nats-server", "the nats-server binary")
-	f.StringVar(&o.pollMode, "poll-mode", "", "fluxon's network.poll_mode: busy_poll or event_driven (default: fluxon's)")
+	f.StringVar(&o.pollMode, "poll-mode", "", "fluxon's network.poll_mode: busy_poll or event_driven (default: event_driven under 4 CPUs, as fluxon's own warning advises, else fluxon's)")
 	f.BoolVar(&o.keep, "keep", false, "keep the work directory (server logs) after the run")
 	f.StringVar(&o.workDir, "work-dir", "", "where the temporary work directory goes (default $TMPDIR)")
+	f.StringVar(&o.profile, "cpuprofile", "", "write this process's CPU profile (producers, consumers, both client libraries) here")
 	return cmd
 }
 
@@ -165,6 +173,9 @@ func runMQ(ctx context.Context, out, log io.Writer, o mqOptions, cells []mqbench
 			}
 		}
 	}()
+	if o.pollMode == "" && runtime.NumCPU() < minBusyPollCPUs {
+		o.pollMode = "event_driven"
+	}
 	var systems []mqbench.System
 	var natsVer, fluxonVer string
 	for _, s := range o.systems {
@@ -182,7 +193,7 @@ func runMQ(ctx context.Context, out, log io.Writer, o mqOptions, cells []mqbench
 			stops = append(stops, n.Stop)
 			natsVer = n.Version
 			fmt.Fprintf(log, "  nats-server on %s (pid %d)\n", n.URL, n.PID())
-			systems = append(systems, &mqbench.JetStream{URL: n.URL})
+			systems = append(systems, &mqbench.JetStream{URL: n.URL, PID: n.PID()})
 		case "fluxon":
 			fdir := filepath.Join(dir, "fluxon")
 			if err := os.MkdirAll(fdir, 0o755); err != nil {
@@ -197,10 +208,21 @@ func runMQ(ctx context.Context, out, log io.Writer, o mqOptions, cells []mqbench
 			fluxonVer = fx.Version
 			fmt.Fprintf(log, "  fluxon up: gRPC %s (pid %d)\n", fx.GRPC, fx.PID())
 			systems = append(systems, &mqbench.Fluxon{ClusterName: fx.ClusterName, SharedFilePath: fx.SharedFilePath,
-				Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+				Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn})), PID: fx.PID()})
 		}
 	}
 
+	if o.profile != "" {
+		pf, err := os.Create(o.profile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var results []mqbench.Result
 	var runErr error
 	turn := 0
@@ -248,7 +270,11 @@ run:
 		fmt.Fprintf(out, "           publish: PublishAsync, PublishAsyncMaxPending = window; consume: FetchBatch(batch, 100ms) and msg.Ack() per message (ack not confirmed by the server, as fluxon's Ack commits in the background)\n")
 	}
 	if fluxonVer != "" {
-		fmt.Fprintf(out, "fluxon: %s, fluxon up; MPMC channel; publish: PutAsync, Pending.Wait on the oldest past the window; consume: Get(batch, 100ms) and Ack of every message\n", fluxonVer)
+		pm := o.pollMode
+		if pm == "" {
+			pm = "fluxon's default"
+		}
+		fmt.Fprintf(out, "fluxon: %s, fluxon up (network.poll_mode %s); MPMC channel; publish: PutAsync, Pending.Wait on the oldest past the window; consume: Get(batch, 100ms) and Ack of every message\n", fluxonVer, pm)
 	}
 	fmt.Fprintf(out, "clients: goroutines of this process, each producer and consumer with its own fluxon client / NATS connection\n")
 	fmt.Fprintf(out, "each cell: messages shared by the producers; sent-and-not-received bounded (backlog) for both; msgs/s = distinct messages / (first send .. last receipt); latency = receipt - send time in the payload\n")
@@ -298,6 +324,8 @@ func sumRounds(rs []mqbench.Result) []mqbench.Result {
 		o.Lost += r.Lost
 		o.Bad += r.Bad
 		o.P50, o.P99 = max(o.P50, r.P50), max(o.P99, r.P99)
+		o.ServerCPU += r.ServerCPU
+		o.ClientCPU += r.ClientCPU
 		o.Err = errors.Join(o.Err, r.Err)
 	}
 	return out
