@@ -282,6 +282,18 @@ func Run(ctx context.Context, sys System, c Cell, id string) Result {
 		}()
 	}
 
+	// Each producer's payload buffers, filled before the clock starts.
+	bufs := make([][][]byte, len(ps))
+	for i := range bufs {
+		bufs[i] = make([][]byte, c.Window+1)
+		for j := range bufs[i] {
+			b := make([]byte, c.Size)
+			for k := headerLen; k < c.Size; k++ {
+				b[k] = byte(k)
+			}
+			bufs[i][j] = b
+		}
+	}
 	srv0, _ := benchenv.CPUTime(sys.ServerPID())
 	cli0 := selfCPU()
 	start := time.Now()
@@ -290,13 +302,7 @@ func Run(ctx context.Context, sys System, c Cell, id string) Result {
 		pwg.Add(1)
 		go func() {
 			defer pwg.Done()
-			bufs := make([][]byte, c.Window+1)
-			for j := range bufs {
-				bufs[j] = make([]byte, c.Size)
-				for k := headerLen; k < c.Size; k++ {
-					bufs[j][k] = byte(k)
-				}
-			}
+			bufs := bufs[i]
 			n := perProducer(c, i)
 			for seq := range n {
 				select {
