@@ -33,12 +33,12 @@ var mqScales = map[string][]mqSize{
 	"small": {
 		{size: 256, messages: 60_000, window: 256, batch: 256, backlog: 16384},
 		{size: 4 * kib, messages: 30_000, window: 256, batch: 256, backlog: 8192},
-		{size: mib, messages: 600, window: 8, batch: 8, backlog: 256},
+		{size: mib, messages: 1200, window: 8, batch: 8, backlog: 256},
 	},
 	"full": {
 		{size: 256, messages: 600_000, window: 256, batch: 256, backlog: 16384},
 		{size: 4 * kib, messages: 300_000, window: 256, batch: 256, backlog: 8192},
-		{size: mib, messages: 6000, window: 8, batch: 8, backlog: 256},
+		{size: mib, messages: 12000, window: 8, batch: 8, backlog: 256},
 	},
 }
 
