@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,18 @@ func (j *JetStream) ServerPID() int { return j.PID }
 func (j *JetStream) Name() string { return "jetstream" }
 
 const natsDurable = "bench"
+
+// natsMaxWaiting is the pull requests the server keeps waiting (its
+// default): a FetchBatch that returned at its MaxWait leaves its request
+// pending a little longer, so quick re-fetches pile a few up.
+const natsMaxWaiting = 512
+
+// transient says whether a pull error only means "pull again": no
+// message in time, or too many requests waiting at the server (a 409 the
+// server sends when pull requests pile up faster than they expire).
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || strings.Contains(err.Error(), "Exceeded MaxWaiting")
+}
 
 // Open makes the stream and the durable consumer, then the consumers'
 // and producers' connections.
@@ -55,7 +68,7 @@ func (j *JetStream) Open(ctx context.Context, c Cell, id string) ([]Producer, []
 		return nil, nil, nil, errors.Join(fmt.Errorf("creating stream: %w", err), cleanup())
 	}
 	if _, err := ajs.AddConsumer(stream, &nats.ConsumerConfig{Durable: natsDurable, AckPolicy: nats.AckExplicitPolicy,
-		AckWait: time.Minute, MaxAckPending: -1, MaxWaiting: 4 * c.Consumers}, nats.Context(ctx)); err != nil {
+		AckWait: time.Minute, MaxAckPending: -1, MaxWaiting: natsMaxWaiting}, nats.Context(ctx)); err != nil {
 		return nil, nil, nil, errors.Join(fmt.Errorf("creating consumer: %w", err), cleanup())
 	}
 	var ps []Producer
@@ -159,7 +172,7 @@ type natsConsumer struct {
 func (k *natsConsumer) Receive(ctx context.Context, fn func([]byte)) (int, error) {
 	b, err := k.sub.FetchBatch(k.batch, nats.MaxWait(receiveWait))
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, nats.ErrTimeout) {
+		if ctx.Err() != nil || transient(err) {
 			return 0, nil
 		}
 		return 0, err
@@ -172,7 +185,7 @@ func (k *natsConsumer) Receive(ctx context.Context, fn func([]byte)) (int, error
 		}
 		n++
 	}
-	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+	if err := b.Error(); err != nil && !transient(err) && ctx.Err() == nil {
 		return n, err
 	}
 	return n, nil
