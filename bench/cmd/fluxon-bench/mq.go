@@ -47,6 +47,10 @@ var mqScales = map[string][]mqSize{
 // and advises event_driven.
 const minBusyPollCPUs = 4
 
+// mqRounds: on a shared 2-core machine one short round swings by tens of
+// percent; small runs two, the systems' order alternating.
+var mqRounds = map[string]int{"small": 2, "full": 1}
+
 type mqOptions struct {
 	scale     string
 	shapes    []string
@@ -86,6 +90,9 @@ and fluxon's msgs/s as a ratio of JetStream's in the same cell.`,
 			if err != nil {
 				return usageError{err}
 			}
+			if o.rounds == 0 {
+				o.rounds = mqRounds[o.scale]
+			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			return runMQ(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, cells)
@@ -97,7 +104,7 @@ and fluxon's msgs/s as a ratio of JetStream's in the same cell.`,
 	f.StringSliceVar(&o.sizes, "sizes", []string{"256", "4KiB", "1MiB"}, "message sizes (of the scale: 256, 4KiB, 1MiB)")
 	f.StringSliceVar(&o.systems, "systems", []string{mqbench.Peer, "fluxon"}, "systems to measure: jetstream, fluxon")
 	f.IntVar(&o.messages, "messages", 0, "messages per cell (0: the scale's for the size)")
-	f.IntVar(&o.rounds, "rounds", 1, "rounds of the matrix; the systems' order alternates from cell to cell and round to round")
+	f.IntVar(&o.rounds, "rounds", 0, "rounds of the matrix, added up in the table; the systems' order alternates from cell to cell and round to round (0: the scale's, small 2, full 1)")
 	f.StringVar(&o.fluxonBin, "fluxon", "bin/fluxon", "the fluxon binary (make build)")
 	f.StringVar(&o.natsBin, "nats-server", "nats-server", "the nats-server binary")
 	f.StringVar(&o.pollMode, "poll-mode", "", "fluxon's network.poll_mode: busy_poll or event_driven (default: event_driven under 4 CPUs, as fluxon's own warning advises, else fluxon's)")
@@ -113,8 +120,8 @@ func (o mqOptions) cells() ([]mqbench.Cell, error) {
 	if !ok {
 		return nil, fmt.Errorf("--scale %q: small or full", o.scale)
 	}
-	if o.rounds < 1 {
-		return nil, fmt.Errorf("--rounds %d: at least 1", o.rounds)
+	if o.rounds < 0 {
+		return nil, fmt.Errorf("--rounds %d: at least 1 (0: the scale's)", o.rounds)
 	}
 	for _, s := range o.systems {
 		if s != mqbench.Peer && s != "fluxon" {

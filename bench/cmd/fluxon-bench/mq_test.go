@@ -20,7 +20,7 @@ func TestMQCells(t *testing.T) {
 		{scale: "small", shapes: []string{"4"}, sizes: o.sizes, systems: o.systems, rounds: 1},
 		{scale: "small", shapes: o.shapes, sizes: []string{"8KiB"}, systems: o.systems, rounds: 1},
 		{scale: "small", shapes: o.shapes, sizes: o.sizes, systems: []string{"kafka"}, rounds: 1},
-		{scale: "small", shapes: o.shapes, sizes: o.sizes, systems: o.systems, rounds: 0},
+		{scale: "small", shapes: o.shapes, sizes: o.sizes, systems: o.systems, rounds: -1},
 	} {
 		if _, err := bad.cells(); err == nil {
 			t.Errorf("%+v: no error", bad)
