@@ -28,6 +28,7 @@ help:
 	@echo "make deps        install missing system packages and Go modules"
 	@echo "make bench-kv    fluxon vs redis-server side by side on this host (docs/bench.md)"
 	@echo "make bench-cluster  the same on 3 network-namespace hosts, as root (docs/bench.md)"
+	@echo "make bench-mq    fluxon MQ vs nats-server JetStream side by side on this host (docs/bench.md)"
 	@echo "make bench-transport  every transport over one veth link, next to iperf3 and a C ping-pong (root)"
 	@echo "make proto       regenerate the gRPC code from api/proto (scripts/gen-proto.sh)"
 

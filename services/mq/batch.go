@@ -48,8 +48,18 @@ func encodedSize(msgs []*outMsg) int {
 	return n
 }
 
-func encodeBatch(first uint64, msgs []*outMsg) []byte {
-	b := make([]byte, batchHeader, encodedSize(msgs))
+// encodeBatch encodes msgs as a fresh object.
+func encodeBatch(first uint64, msgs []*outMsg) []byte { return encodeBatchInto(nil, first, msgs) }
+
+// encodeBatchInto encodes msgs into buf's room (reallocated when short)
+// and returns the encoded object.
+func encodeBatchInto(buf []byte, first uint64, msgs []*outMsg) []byte {
+	n := encodedSize(msgs)
+	if cap(buf) < n {
+		buf = make([]byte, 0, n)
+	}
+	b := buf[:batchHeader]
+	clear(b)
 	copy(b, batchMagic)
 	b[4] = batchVersion
 	binary.LittleEndian.PutUint64(b[8:], first)

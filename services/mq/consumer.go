@@ -31,6 +31,11 @@ type cursor struct {
 // allStreams is the claim an MPSC consumer holds on every stream at once.
 const allStreams = "_all"
 
+// fetchParallel is how many batches a consumer reads at once, each of
+// another stream (a stream's batches are read one after another, in
+// order): one read's round trip to the owner no longer waits for another's.
+const fetchParallel = 4
+
 // commitEvery spaces a consumer's etcd commits: acknowledgements that come
 // meanwhile go in the next one.
 const commitEvery = 5 * time.Millisecond
@@ -52,10 +57,12 @@ type stream struct {
 	prod     string
 	produced produced
 	claim    string // the consumer holding it (MPMC), from etcd
+	claimRev int64  // etcd revision of our last claim: older claim events are stale
 	mine     bool
 	draining bool
-	gen      int // bumped whenever fetched messages are dropped
-	epoch    int // bumped whenever the stream is taken or lost
+	fetching bool // a fetcher is reading its next batch
+	gen      int  // bumped whenever fetched messages are dropped
+	epoch    int  // bumped whenever the stream is taken or lost
 
 	fetch      pos        // next message to fetch
 	window     []*Message // fetched and not acknowledged, in order
@@ -107,9 +114,11 @@ func kick(ch chan struct{}) {
 }
 
 func (k *consumer) start() {
-	k.c.wg.Add(3)
+	k.c.wg.Add(2 + fetchParallel)
 	go k.control()
-	go k.fetcher()
+	for range fetchParallel {
+		go k.fetcher()
+	}
 	go k.committer()
 }
 
@@ -205,8 +214,10 @@ func (k *consumer) apply(e meta.Event) {
 		}
 		if name == allStreams {
 			k.allClaim = v
-		} else {
-			k.stream(name).claim = v
+		} else if s := k.stream(name); e.Mod >= s.claimRev {
+			// An event from before our own claim (still queued when we
+			// made it) would make us think another consumer holds it.
+			s.claim = v
 		}
 	}
 }
@@ -347,11 +358,13 @@ func (k *consumer) rebalance() {
 // take claims a stream (MPMC) and starts fetching it where Config.Start says.
 func (k *consumer) take(s *stream) {
 	c := k.c
+	var claimRev int64
 	if c.rec.Type == MPMC {
-		_, made, err := c.meta.Create(c.ctx, c.prefix+"claims/"+s.prod, []byte(c.id), c.member)
+		cl, made, err := c.meta.Create(c.ctx, c.prefix+"claims/"+s.prod, []byte(c.id), c.member)
 		if err != nil || !made {
 			return
 		}
+		claimRev = cl.Mod
 	}
 	rec, ok, err := c.meta.Get(c.ctx, c.prefix+"consumed/"+s.prod)
 	if err != nil {
@@ -372,6 +385,7 @@ func (k *consumer) take(s *stream) {
 	s.gen++
 	s.epoch++
 	s.claim = c.id
+	s.claimRev = max(s.claimRev, claimRev)
 	s.committed = cur
 	s.window, s.delivered, s.acked, s.known = nil, 0, 0, nil
 	s.earliest = pos{batch: cur.Earliest, offset: cur.EarliestOffset}
@@ -427,7 +441,8 @@ func (k *consumer) dropUndelivered(s *stream) {
 }
 
 // fetcher reads batches of the streams this consumer holds, round robin,
-// while the prefetch buffer has room.
+// while the prefetch buffer has room; fetchParallel of them run, each on a
+// stream no other is reading.
 func (k *consumer) fetcher() {
 	c := k.c
 	defer c.wg.Done()
@@ -448,7 +463,9 @@ func (k *consumer) fetcher() {
 			continue
 		}
 		seq, gen := s.fetch.batch, s.gen
+		s.fetching = true
 		k.mu.Unlock()
+		kick(k.fetchWake) // another fetcher may take another stream
 
 		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 		b, _, err := c.kv.GetCopy(ctx, batchKey(c.rec.ID, s.prod, seq))
@@ -459,8 +476,10 @@ func (k *consumer) fetcher() {
 			first, msgs, err = decodeBatch(b, s.prod, seq)
 		}
 		k.mu.Lock()
+		s.fetching = false
 		if s.gen != gen || !s.mine || s.draining || s.fetch.batch != seq {
 			k.mu.Unlock()
+			kick(k.fetchWake)
 			continue
 		}
 		switch {
@@ -488,7 +507,7 @@ func (k *consumer) fetcher() {
 func (k *consumer) next() *stream {
 	names := make([]string, 0, len(k.streams))
 	for n, s := range k.streams {
-		if s.mine && !s.draining && s.fetch.batch < s.produced.Batch && time.Now().After(s.retryAfter) {
+		if s.mine && !s.draining && !s.fetching && s.fetch.batch < s.produced.Batch && time.Now().After(s.retryAfter) {
 			names = append(names, n)
 		}
 	}

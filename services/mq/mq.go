@@ -142,7 +142,8 @@ var (
 
 // KV is what the queue needs of the KV substrate: *fluxon.Client is one
 // (through shared memory to the local owner, or over gRPC); the owner's
-// gRPC MQ service passes its own store.
+// gRPC MQ service passes its own store. PutWith must not keep value once
+// it returns: producers reuse the buffer for their next batch.
 type KV interface {
 	PutWith(ctx context.Context, key string, value []byte, o kv.PutOptions) (uint64, error)
 	GetCopy(ctx context.Context, key string) ([]byte, kv.Info, error)

@@ -391,13 +391,7 @@ func runCluster(ctx context.Context, out, log io.Writer, o options, p plan) (err
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if o.keep || err != nil && !errors.Is(err, context.Canceled) {
-			fmt.Fprintf(log, "work directory (server logs) kept: %s\n", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
+	defer func() { dropWorkDir(log, dir, o.keep, err) }()
 
 	h := header{plan: p, mem: mem, memNote: memNote, workloads: workloads}
 	h.collect()

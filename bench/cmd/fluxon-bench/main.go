@@ -87,7 +87,7 @@ gets of 16 MiB values next to iperf3 over the same link.`,
 	}
 	cmd.AddCommand(newWorkerCmd(), transportbench.NewCommand(transportbench.CommandOptions{
 		Reexec: []string{"transport"}, Usage: func(err error) error { return usageError{err} },
-	}))
+	}), newMQCmd())
 	f := cmd.Flags()
 	f.StringVar(&o.scale, "scale", "small", "preset of keys, value sizes, duration and threads: small or full")
 	f.StringSliceVar(&o.workloads, "workloads", []string{kvbench.ReadZipfName, kvbench.ReadAffinityName, kvbench.PutOnlyName}, "workloads to run")

@@ -47,13 +47,7 @@ func run(ctx context.Context, out, log io.Writer, o options, p plan) (err error)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if o.keep || err != nil && !errors.Is(err, context.Canceled) {
-			fmt.Fprintf(log, "work directory (server logs) kept: %s\n", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
+	defer func() { dropWorkDir(log, dir, o.keep, err) }()
 
 	h := header{plan: p, mem: mem, memNote: memNote, workloads: workloads}
 	h.collect()
@@ -383,4 +377,14 @@ func printResults(out io.Writer, results []kvbench.Result) error {
 	}
 	fmt.Fprintln(out)
 	return kvbench.PrintLatencySplit(out, results)
+}
+
+// dropWorkDir removes a run's work directory, unless it is to be kept or
+// the run failed (other than by an interrupt): then it says where it is.
+func dropWorkDir(log io.Writer, dir string, keep bool, err error) {
+	if keep || err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(log, "work directory (server logs) kept: %s\n", dir)
+		return
+	}
+	os.RemoveAll(dir)
 }
