@@ -198,6 +198,10 @@ typedef struct flx_pool flx_pool;
 int flx_pool_create(const char *path, uint64_t size, uint64_t segment_size, uint32_t flags,
                     flx_pool **out);
 
+/* flx_pool_attach maps up to this much of a preallocated (not sparse) pool up front
+ * (MADV_POPULATE_WRITE), so that first touches of pages do not fault in every client. */
+#define FLX_POOL_PREFAULT_MAX (4ull << 30)
+
 /* Maps an existing pool read-write as an external. FLX_ECORRUPT when the file is too short,
  * the magic or checksum is wrong, or the sizes disagree with the file; FLX_EVERSION when the
  * layout version differs from this build's. *out receives the handle. */
