@@ -170,7 +170,7 @@ func (t *fluxonTarget) Get(ctx context.Context, key string, mode GetMode) (int, 
 		if cap(t.buf) < n {
 			t.buf = make([]byte, n)
 		}
-		copy(t.buf[:n], b)
+		v.CopyTo(t.buf[:n])
 	case mode == View && t.c.Mode() == "local":
 		t.sink += touch(b)
 	default:
