@@ -233,6 +233,30 @@ func (c *Client) PutWith(ctx context.Context, key string, value []byte, o kv.Put
 	return c.put(ctx, key, value, o)
 }
 
+// PutFill stores a value of size bytes that fill writes: attached to a
+// local owner, fill writes straight into the pool (no intermediate
+// buffer); over gRPC into a buffer that is then sent. fill must write all
+// size bytes and keep nothing after it returns.
+func (c *Client) PutFill(ctx context.Context, key string, size int, o kv.PutOptions, fill func([]byte)) (uint64, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	if size < 0 {
+		return 0, fmt.Errorf("%w: negative size %d", ErrBadValue, size)
+	}
+	if c.local == nil || o.Replicas > 1 || len(o.Placement) > 0 {
+		b := make([]byte, size)
+		fill(b)
+		return c.put(ctx, key, b, o)
+	}
+	w, err := c.local.Reserve(ctx, key, uint64(size), o)
+	if err != nil {
+		return 0, err
+	}
+	fill(w.Bytes())
+	return w.Commit(ctx)
+}
+
 // PutDict stores a flat dict of typed fields.
 func (c *Client) PutDict(ctx context.Context, key string, d Dict, opts ...PutOption) (uint64, error) {
 	o := options(opts)

@@ -154,3 +154,6 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// Producers attached to a local owner encode batches in place.
+var _ mq.Filler = (*fluxon.Client)(nil)

@@ -410,16 +410,12 @@ func (p *producer) flusher() {
 // (the owner busy or the cluster changing) for up to a few seconds.
 func (p *producer) write(first, seq uint64, msgs []*outMsg) error {
 	c := p.c
-	// The KV copies the object before PutWith returns: one buffer, reused
-	// by every batch, spares a fresh allocation (and its page faults) per
-	// batch, megabytes each with large messages.
-	p.enc = encodeBatchInto(p.enc, first, msgs)
-	b := p.enc
 	key := batchKey(c.rec.ID, c.id, seq)
+	put := p.putter(first, msgs)
 	var err error
 	for attempt := 0; attempt < 40; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = c.kv.PutWith(ctx, key, b, kv.PutOptions{Lease: p.lease})
+		err = put(ctx, key)
 		cancel()
 		if err == nil || !errors.Is(err, kv.ErrUnavailable) && !errors.Is(err, kv.ErrInflight) {
 			break
@@ -434,6 +430,33 @@ func (p *producer) write(first, seq uint64, msgs []*outMsg) error {
 	}
 	c.m.batches.Inc()
 	return nil
+}
+
+// Filler is implemented by KVs that write a value in place (*fluxon.Client
+// attached to its owner): a producer encodes its batch straight into the
+// pool instead of into a buffer the KV then copies.
+type Filler interface {
+	PutFill(ctx context.Context, key string, size int, o kv.PutOptions, fill func([]byte)) (uint64, error)
+}
+
+// putter returns how to put the batch: encoded in place where the KV can,
+// else encoded into one buffer reused by every batch (the KV copies it
+// before PutWith returns), which spares an allocation and its page faults
+// per batch, megabytes each with large messages.
+func (p *producer) putter(first uint64, msgs []*outMsg) func(ctx context.Context, key string) error {
+	o := kv.PutOptions{Lease: p.lease}
+	if f, ok := p.c.kv.(Filler); ok {
+		size := encodedSize(msgs)
+		return func(ctx context.Context, key string) error {
+			_, err := f.PutFill(ctx, key, size, o, func(b []byte) { encodeBatchInto(b[:0], first, msgs) })
+			return err
+		}
+	}
+	p.enc = encodeBatchInto(p.enc, first, msgs)
+	return func(ctx context.Context, key string) error {
+		_, err := p.c.kv.PutWith(ctx, key, p.enc, o)
+		return err
+	}
 }
 
 // publisher writes the producer record after batches land, one etcd write
