@@ -374,38 +374,6 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 	inNS := func(ns string, args ...string) []string {
 		return append(append([]string{"netns", "exec", ns, self}, reexec...), args...)
 	}
-	common := []string{"--transports", strings.Join(o.variants, ",")}
-	if len(o.rdmaDevices) > 0 {
-		common = append(common, "--rdma-devices", strings.Join(o.rdmaDevices, ","))
-	}
-
-	srvDPDK, cliDPDK := netnsDPDK(o)
-
-	// The server, in the first namespace.
-	serve := exec.CommandContext(ctx, "ip", inNS(srv.NS, append(append([]string{"serve", "--host", srvIP}, common...), srvDPDK.args()...)...)...)
-	serve.Env = env
-	serve.Stderr = logw
-	stdin, err := serve.StdinPipe()
-	if err != nil {
-		return err
-	}
-	stdout, err := serve.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := serve.Start(); err != nil {
-		return err
-	}
-	defer func() { stdin.Close(); _ = serve.Wait() }()
-	line, err := bufio.NewReader(stdout).ReadBytes('\n')
-	if err == nil && !json.Valid(line) {
-		err = fmt.Errorf("printed %q", line)
-	}
-	if err != nil {
-		return fmt.Errorf("transport server in %s: %w", srv.NS, err)
-	}
-
-	// The client, in the second.
 	var concs, sizes []string
 	for _, c := range p.Concurrency {
 		concs = append(concs, strconv.Itoa(c))
@@ -413,18 +381,71 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 	for _, s := range p.Sizes {
 		sizes = append(sizes, strconv.Itoa(s))
 	}
-	client := exec.CommandContext(ctx, "ip", inNS(cli.NS, append([]string{"client", "--hello", strings.TrimSpace(string(line)),
-		"--sizes", strings.Join(sizes, ","), "--concurrency", strings.Join(concs, ","),
-		"--duration", p.Duration.String(), "--min-ops", strconv.Itoa(p.MinOps)}, append(common, cliDPDK.args()...)...)...)...)
-	client.Env = env
-	client.Stderr = logw
-	cout, err := client.Output()
-	if err != nil {
-		return fmt.Errorf("transport client in %s: %w", cli.NS, err)
+	// pair runs a server in the first namespace and a client in the second
+	// over variants and returns the client's rows.
+	pair := func(variants []string, srvDPDK, cliDPDK dpdkFlags) ([]Row, map[string]string, error) {
+		common := []string{"--transports", strings.Join(variants, ",")}
+		if len(o.rdmaDevices) > 0 {
+			common = append(common, "--rdma-devices", strings.Join(o.rdmaDevices, ","))
+		}
+		serve := exec.CommandContext(ctx, "ip", inNS(srv.NS, append(append([]string{"serve", "--host", srvIP}, common...), srvDPDK.args()...)...)...)
+		serve.Env = env
+		serve.Stderr = logw
+		stdin, err := serve.StdinPipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		stdout, err := serve.StdoutPipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := serve.Start(); err != nil {
+			return nil, nil, err
+		}
+		defer func() { stdin.Close(); _ = serve.Wait() }()
+		line, err := bufio.NewReader(stdout).ReadBytes('\n')
+		if err == nil && !json.Valid(line) {
+			err = fmt.Errorf("printed %q", line)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("transport server in %s: %w", srv.NS, err)
+		}
+		client := exec.CommandContext(ctx, "ip", inNS(cli.NS, append([]string{"client", "--hello", strings.TrimSpace(string(line)),
+			"--sizes", strings.Join(sizes, ","), "--concurrency", strings.Join(concs, ","),
+			"--duration", p.Duration.String(), "--min-ops", strconv.Itoa(p.MinOps)}, append(common, cliDPDK.args()...)...)...)...)
+		client.Env = env
+		client.Stderr = logw
+		cout, err := client.Output()
+		if err != nil {
+			return nil, nil, fmt.Errorf("transport client in %s: %w", cli.NS, err)
+		}
+		return parseClient(cout)
 	}
-	rows, skipped, err := parseClient(cout)
+
+	// DPDK's pollers spin a core in each process for as long as their port
+	// is open: on a small machine that would starve the kernel transports
+	// measured beside them, so dpdk runs in a server/client pair of its own,
+	// after the others.
+	var rest []string
+	for _, v := range o.variants {
+		if v != "dpdk" {
+			rest = append(rest, v)
+		}
+	}
+	rows, skipped, err := pair(rest, dpdkFlags{}, dpdkFlags{})
 	if err != nil {
 		return err
+	}
+	if contains(o.variants, "dpdk") {
+		srvDPDK, cliDPDK := netnsDPDK(o)
+		drows, dskipped, err := pair([]string{"dpdk"}, srvDPDK, cliDPDK)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, drows...)
+		for k, v := range dskipped {
+			skipped[k] = v
+		}
 	}
 
 	// The peers over the same link, in the same run.
