@@ -1,10 +1,14 @@
 /* cping: the minimal TCP ping-pong that `make bench-transport` puts next to
  * Fluxon's tcp transport over the same link: one 64-byte message back and
- * forth, TCP_NODELAY, blocking reads and writes, nothing else.
+ * forth, TCP_NODELAY, blocking reads and writes, nothing else. With "spin"
+ * both ends poll the socket (non-blocking reads in a loop) instead of
+ * sleeping in read: the floor for a busy-polling transport, with no wake-up
+ * in the round trip.
  *
- *   cping server ADDR PORT          serve one client, echo until it leaves
- *   cping client ADDR PORT COUNT    print "p50_ns p99_ns" of COUNT round trips
+ *   cping server ADDR PORT [spin]          serve one client, echo until it leaves
+ *   cping client ADDR PORT COUNT [spin]    print "p50_ns p99_ns" of COUNT round trips
  */
+#include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,10 +22,15 @@
 #define MSG 64
 #define WARMUP 1000
 
+static int spin;
+
 static int full(int fd, char *buf, int n, int wr) {
 	int done = 0;
 	while (done < n) {
-		ssize_t r = wr ? write(fd, buf + done, n - done) : read(fd, buf + done, n - done);
+		ssize_t r = wr ? write(fd, buf + done, n - done)
+		               : recv(fd, buf + done, n - done, spin ? MSG_DONTWAIT : 0);
+		if (r < 0 && !wr && spin && (errno == EAGAIN || errno == EWOULDBLOCK))
+			continue;
 		if (r <= 0)
 			return -1;
 		done += (int)r;
@@ -43,9 +52,10 @@ static long now_ns(void) {
 int main(int argc, char **argv) {
 	if (argc < 4 || (strcmp(argv[1], "server") && strcmp(argv[1], "client")) ||
 	    (!strcmp(argv[1], "client") && argc < 5)) {
-		fprintf(stderr, "usage: cping server ADDR PORT | cping client ADDR PORT COUNT\n");
+		fprintf(stderr, "usage: cping server ADDR PORT [spin] | cping client ADDR PORT COUNT [spin]\n");
 		return 2;
 	}
+	spin = !strcmp(argv[argc - 1], "spin");
 	struct sockaddr_in sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sin_family = AF_INET;

@@ -455,7 +455,8 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 	} else {
 		peers.IperfErr = err
 	}
-	peers.CpingP50, peers.CpingP99, peers.CpingErr = runCping(ctx, o.cping, srv, cli, srvIP)
+	peers.CpingP50, peers.CpingP99, peers.CpingErr = runCping(ctx, o.cping, srv, cli, srvIP, false)
+	peers.SpinP50, peers.SpinP99, peers.SpinErr = runCping(ctx, o.cping, srv, cli, srvIP, true)
 	Print(out, rows, peers, skipped)
 	return nil
 }
@@ -504,8 +505,13 @@ func parseClient(out []byte) ([]Row, map[string]string, error) {
 	return rows, skipped, nil
 }
 
-// runCping runs bench/cping's server in srv and its client in cli.
-func runCping(ctx context.Context, bin string, srv, cli *netlab.Host, srvIP string) (p50, p99 float64, err error) {
+// runCping runs bench/cping's server in srv and its client in cli; spin:
+// both poll their socket instead of sleeping in read.
+func runCping(ctx context.Context, bin string, srv, cli *netlab.Host, srvIP string, spin bool) (p50, p99 float64, err error) {
+	mode := []string{}
+	if spin {
+		mode = []string{"spin"}
+	}
 	bin, err = filepath.Abs(bin)
 	if err != nil {
 		return 0, 0, err
@@ -513,7 +519,7 @@ func runCping(ctx context.Context, bin string, srv, cli *netlab.Host, srvIP stri
 	if _, err := os.Stat(bin); err != nil {
 		return 0, 0, fmt.Errorf("%w; build it: gcc -O2 -o bin/cping bench/cping/cping.c (make bench-transport does)", err)
 	}
-	server := exec.CommandContext(ctx, "ip", "netns", "exec", srv.NS, bin, "server", srvIP, strconv.Itoa(cpingPort))
+	server := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", srv.NS, bin, "server", srvIP, strconv.Itoa(cpingPort)}, mode...)...)
 	sout, err := server.StdoutPipe()
 	if err != nil {
 		return 0, 0, err
@@ -532,7 +538,7 @@ func runCping(ctx context.Context, bin string, srv, cli *netlab.Host, srvIP stri
 	case <-time.After(cpingStartTimeout):
 		return 0, 0, errors.New("cping server did not start")
 	}
-	o, err := exec.CommandContext(ctx, "ip", "netns", "exec", cli.NS, bin, "client", srvIP, strconv.Itoa(cpingPort), strconv.Itoa(cpingCount)).CombinedOutput()
+	o, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", cli.NS, bin, "client", srvIP, strconv.Itoa(cpingPort), strconv.Itoa(cpingCount)}, mode...)...).CombinedOutput()
 	if err != nil {
 		return 0, 0, fmt.Errorf("cping client: %w: %s", err, o)
 	}

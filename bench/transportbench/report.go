@@ -13,9 +13,13 @@ type Peers struct {
 	// IperfBps is iperf3's single-stream bytes per second (0: not run).
 	IperfBps float64
 	IperfErr error
-	// CpingP50, CpingP99: the C ping-pong's 64 B round trip, microseconds.
+	// CpingP50, CpingP99: the C ping-pong's 64 B round trip, microseconds,
+	// with blocking reads; SpinP50, SpinP99: the same with both ends
+	// polling their socket (the floor for a busy-polling transport).
 	CpingP50, CpingP99 float64
 	CpingErr           error
+	SpinP50, SpinP99   float64
+	SpinErr            error
 }
 
 // BulkSize is the message size whose stream at concurrency 1 is compared
@@ -128,17 +132,9 @@ func Print(w io.Writer, rows []Row, peers Peers, skipped map[string]string) {
 			bulkMode, sizeName(BulkSize), tcpBulk.MBps, 100*tcpBulk.MBps*1e6/peers.IperfBps, peers.IperfBps/1e6)
 	}
 	bp, okBP := find(rows, "tcp-busypoll", "pingpong", SmallSize, 1)
-	switch {
-	case peers.CpingErr != nil:
-		fmt.Fprintf(w, "  cping: FAILED: %v\n", peers.CpingErr)
-	case peers.CpingP50 == 0:
-		fmt.Fprintf(w, "  cping: not run\n")
-	case !okBP:
-		fmt.Fprintf(w, "  cping 64 B RTT p50 %.1f us; tcp-busypoll not measured\n", peers.CpingP50)
-	default:
-		fmt.Fprintf(w, "  tcp busy-poll 64 B RTT p50 %.1f us = %.2fx the C ping-pong's %.1f us (p99 %.1f vs %.1f; target <= 1.2x)\n",
-			bp.P50, bp.P50/peers.CpingP50, peers.CpingP50, bp.P99, peers.CpingP99)
-	}
+	ev, okEv := find(rows, "tcp", "pingpong", SmallSize, 1)
+	cping(w, "tcp busy-poll", "spinning", bp, okBP, peers.SpinP50, peers.SpinP99, peers.SpinErr, " (target <= 1.2x)")
+	cping(w, "tcp (event-driven)", "blocking", ev, okEv, peers.CpingP50, peers.CpingP99, peers.CpingErr, "")
 	for _, tr := range []string{"quic", "websocket", "ucx", "rdma", "dpdk"} {
 		r, ok := find(rows, tr, bulkMode, BulkSize, 1)
 		if !ok || !okBulk {
@@ -146,5 +142,20 @@ func Print(w io.Writer, rows []Row, peers Peers, skipped map[string]string) {
 			continue
 		}
 		fmt.Fprintf(w, "  %s bulk %.1f MB/s = %.0f%% of tcp\n", tr, r.MBps, 100*r.MBps/tcpBulk.MBps)
+	}
+}
+
+// cping prints one 64 B round trip against a C ping-pong's.
+func cping(w io.Writer, what, kind string, r Row, ok bool, p50, p99 float64, err error, target string) {
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "  cping (%s): FAILED: %v\n", kind, err)
+	case p50 == 0:
+		fmt.Fprintf(w, "  cping (%s): not run\n", kind)
+	case !ok:
+		fmt.Fprintf(w, "  cping (%s) 64 B RTT p50 %.1f us; %s not measured\n", kind, p50, what)
+	default:
+		fmt.Fprintf(w, "  %s 64 B RTT p50 %.1f us = %.2fx the %s C ping-pong's %.1f us (p99 %.1f vs %.1f)%s\n",
+			what, r.P50, r.P50/p50, kind, p50, r.P99, p99, target)
 	}
 }
