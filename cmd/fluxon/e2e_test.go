@@ -160,7 +160,7 @@ func TestUpStartStopRestart(t *testing.T) {
 	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "up")+"listen:\n  resp: \"\"\n")
 	args := []string{"up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0"}
 	up := start(t, dir, args...)
-	up.waitOutput(t, "Fluxon is up", 30*time.Second)
+	up.waitOutput(t, upBannerEnd, 30*time.Second)
 	for _, what := range []string{"etcd ", "master ", "owner ", "/metrics", "fluxon status"} {
 		require.Contains(t, up.output(), what, "up prints where everything listens")
 	}
@@ -190,7 +190,7 @@ func TestUpStartStopRestart(t *testing.T) {
 
 	// Same directory again: same etcd state, the epoch carries on.
 	up2 := start(t, dir, "up", "--config", upCfg, "--http", "127.0.0.1:0")
-	up2.waitOutput(t, "Fluxon is up", 30*time.Second)
+	up2.waitOutput(t, upBannerEnd, 30*time.Second)
 	metatest.WaitFor(t, 15*time.Second, "the restarted cluster to lead again", func() bool {
 		var err error
 		st, err = status(t, dir)
@@ -368,7 +368,7 @@ func TestKVCommandsAgainstUp(t *testing.T) {
 	respAddr := metatest.FreeAddr(t)
 	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "kvup")+fmt.Sprintf("listen:\n  resp: %q\n", respAddr))
 	up := start(t, dir, "up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0")
-	up.waitOutput(t, "Fluxon is up", 30*time.Second)
+	up.waitOutput(t, upBannerEnd, 30*time.Second)
 
 	kvRun := func(args ...string) string {
 		t.Helper()
@@ -433,3 +433,8 @@ func TestKVCommandsAgainstUp(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "nobody")
 }
+
+// upBannerEnd ends the banner `fluxon up` prints line by line once the
+// cluster is up: waiting for it (not the first line) makes the whole banner
+// readable.
+const upBannerEnd = "Stop with Ctrl-C."

@@ -25,7 +25,7 @@ func TestMQCommandsAgainstUp(t *testing.T) {
 	dir := t.TempDir()
 	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "mqup")+"listen:\n  resp: \"\"\n")
 	up := start(t, dir, "up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0")
-	up.waitOutput(t, "Fluxon is up", 30*time.Second)
+	up.waitOutput(t, upBannerEnd, 30*time.Second)
 
 	mqRun := func(args ...string) string {
 		t.Helper()
