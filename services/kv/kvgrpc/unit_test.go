@@ -18,28 +18,28 @@ import (
 // item path) with its code, and only its own sentinel matches.
 func TestErrorMapRoundTrip(t *testing.T) {
 	seen := map[string]bool{}
-	for _, m := range errorMap {
-		if seen[m.reason.String()] {
-			t.Fatalf("reason %s mapped twice", m.reason)
+	for _, m := range errorMap.Entries {
+		if seen[m.Reason] {
+			t.Fatalf("reason %s mapped twice", m.Reason)
 		}
-		seen[m.reason.String()] = true
-		wrapped := fmt.Errorf("%w: what to do", m.err)
+		seen[m.Reason] = true
+		wrapped := fmt.Errorf("%w: what to do", m.Err)
 		for name, back := range map[string]error{
 			"status": fromStatus(toStatus(wrapped)),
 			"item":   fromItem(itemStatus(wrapped)),
 		} {
-			if !errors.Is(back, m.err) {
-				t.Fatalf("%s: %v does not match %v after the round trip", name, back, m.err)
+			if !errors.Is(back, m.Err) {
+				t.Fatalf("%s: %v does not match %v after the round trip", name, back, m.Err)
 			}
-			if status.Code(back) != m.code {
-				t.Fatalf("%s: %v has code %v, want %v", name, m.err, status.Code(back), m.code)
+			if status.Code(back) != m.Code {
+				t.Fatalf("%s: %v has code %v, want %v", name, m.Err, status.Code(back), m.Code)
 			}
 			if back.Error() != wrapped.Error() {
 				t.Fatalf("%s: message %q, want %q", name, back.Error(), wrapped.Error())
 			}
-			for _, other := range errorMap {
-				if other.err != m.err && errors.Is(back, other.err) {
-					t.Fatalf("%s: %v also matches %v", name, m.err, other.err)
+			for _, other := range errorMap.Entries {
+				if other.Err != m.Err && errors.Is(back, other.Err) {
+					t.Fatalf("%s: %v also matches %v", name, m.Err, other.Err)
 				}
 			}
 		}
