@@ -68,6 +68,7 @@ type cliOpts struct {
 type dpdkFlags struct {
 	address  string
 	vdevs    []string
+	pci      []string
 	ealArgs  []string
 	noHuge   bool
 	memoryMB int
@@ -77,6 +78,7 @@ type dpdkFlags struct {
 func (d *dpdkFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&d.address, "dpdk-address", "", "this side's DPDK port as dpdk://<device>:<port>; a server listens on that service port, a client dials from the device")
 	f.StringArrayVar(&d.vdevs, "dpdk-vdev", nil, "a virtual device for the EAL, e.g. net_af_packet0,iface=eth1 (repeat for more)")
+	f.StringArrayVar(&d.pci, "dpdk-pci", nil, "a PCI NIC the EAL may probe, e.g. 0000:3b:00.0 (repeat for more; none: --no-pci)")
 	f.StringArrayVar(&d.ealArgs, "dpdk-eal-arg", nil, "a further EAL option, e.g. --log-level=lib.eal:debug (repeat for more)")
 	f.BoolVar(&d.noHuge, "dpdk-no-huge", false, "run the EAL without hugepages")
 	f.IntVar(&d.memoryMB, "dpdk-memory-mb", 0, "the EAL's memory in MiB (0: cgo/dpdk's default)")
@@ -90,6 +92,9 @@ func (d dpdkFlags) args() []string {
 	a := []string{"--dpdk-address", d.address, "--dpdk-memory-mb", strconv.Itoa(d.memoryMB)}
 	for _, v := range d.vdevs {
 		a = append(a, "--dpdk-vdev", v)
+	}
+	for _, v := range d.pci {
+		a = append(a, "--dpdk-pci", v)
 	}
 	for _, v := range d.ealArgs {
 		a = append(a, "--dpdk-eal-arg", v)
@@ -181,7 +186,7 @@ as a multiple of the C one. Otherwise everything runs over loopback.`,
 func (o cliOpts) env() Env {
 	e := Env{RDMADevices: o.rdmaDevices}
 	if d := o.dpdk; d.address != "" {
-		e.DPDK = &DPDKPort{Address: d.address, EAL: cdpdk.EAL{NoHuge: d.noHuge, MemoryMB: d.memoryMB, VDevs: d.vdevs, Extra: d.ealArgs}}
+		e.DPDK = &DPDKPort{Address: d.address, EAL: cdpdk.EAL{NoHuge: d.noHuge, MemoryMB: d.memoryMB, VDevs: d.vdevs, PCI: d.pci, Extra: d.ealArgs}}
 	}
 	return e
 }

@@ -20,4 +20,13 @@ func TestEALArgs(t *testing.T) {
 	if b := (EAL{FilePrefix: "p1"}).Args(); slices.Contains(b, "--no-huge") || !slices.Contains(b, "--file-prefix=p1") {
 		t.Errorf("Args() = %q, want --file-prefix=p1 and hugepages", b)
 	}
+	pci := (EAL{PCI: []string{"0000:3b:00.0", "0000:3b:00.1,rxq_cqe_comp_en=0"}}).Args()
+	if slices.Contains(pci, "--no-pci") {
+		t.Errorf("Args() = %q: --no-pci with PCI devices allowed", pci)
+	}
+	for _, d := range []string{"0000:3b:00.0", "0000:3b:00.1,rxq_cqe_comp_en=0"} {
+		if i := slices.Index(pci, d); i < 1 || pci[i-1] != "-a" {
+			t.Errorf("Args() = %q, want -a %s", pci, d)
+		}
+	}
 }

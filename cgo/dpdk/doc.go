@@ -55,6 +55,10 @@ type EAL struct {
 	FilePrefix string
 	// VDevs are virtual devices, e.g. "net_af_packet0,iface=veth0".
 	VDevs []string
+	// PCI are the PCI devices the EAL may probe, each "<domain:bus:dev.fn>"
+	// with optional ",devargs" (-a). None: --no-pci, virtual devices only
+	// (a probe of every PCI NIC would take over ports the kernel is using).
+	PCI []string
 	// Lcore is the core the EAL thread is pinned to (-l).
 	Lcore int
 	// Extra arguments are passed as they are (e.g. "--log-level=...").
@@ -71,8 +75,14 @@ func (e EAL) Args() []string {
 	if mem <= 0 {
 		mem = DefaultMemoryMB
 	}
-	a := []string{"fluxon", "-l", strconv.Itoa(e.Lcore), "--file-prefix=" + prefix, "--no-pci", "--no-shconf",
+	a := []string{"fluxon", "-l", strconv.Itoa(e.Lcore), "--file-prefix=" + prefix, "--no-shconf",
 		"-m", strconv.Itoa(mem), "--no-telemetry", "--log-level=lib.eal:error"}
+	if len(e.PCI) == 0 {
+		a = append(a, "--no-pci")
+	}
+	for _, d := range e.PCI {
+		a = append(a, "-a", d)
+	}
 	if e.NoHuge {
 		a = append(a, "--no-huge")
 	}

@@ -232,6 +232,10 @@ type DPDKConfig struct {
 	// VDevs are virtual devices the EAL creates (--vdev), e.g.
 	// "net_af_packet0,iface=eth1".
 	VDevs []string `yaml:"vdevs"`
+	// PCIDevices are the PCI NICs the EAL may probe (-a), each a PCI
+	// address "<domain>:<bus>:<device>.<function>" with optional
+	// ",devargs". Empty: the EAL runs with --no-pci (virtual devices only).
+	PCIDevices []string `yaml:"pci_devices"`
 	// EALArgs are passed to the EAL after Fluxon's own (core, file prefix,
 	// memory, --no-huge, --vdev come from the other fields).
 	EALArgs []string `yaml:"eal_args"`

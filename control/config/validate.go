@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -400,6 +401,9 @@ func (v *validator) devices(field string, list []string, valid func(string) bool
 var dpdkReservedArgs = map[string]string{
 	"-l": "", "--lcores": "", "--file-prefix": "", "-m": "network.dpdk.memory", "--socket-mem": "network.dpdk.memory",
 	"--no-huge": "network.dpdk.no_huge", "--vdev": "network.dpdk.vdevs",
+	"-a": "network.dpdk.pci_devices", "--allow": "network.dpdk.pci_devices", "-w": "network.dpdk.pci_devices",
+	"--pci-whitelist": "network.dpdk.pci_devices", "-b": "network.dpdk.pci_devices", "--block": "network.dpdk.pci_devices",
+	"--pci-blacklist": "network.dpdk.pci_devices", "--no-pci": "network.dpdk.pci_devices",
 }
 
 // minDPDKMemory is the least EAL memory worth starting with: the mbuf
@@ -409,7 +413,7 @@ const minDPDKMemory = 16 * MiB
 func (v *validator) dpdk() {
 	d := &v.c.Network.DPDK
 	if d.Address == "" {
-		if len(d.VDevs) > 0 || len(d.EALArgs) > 0 || d.NoHuge || d.Memory != 0 {
+		if len(d.VDevs) > 0 || len(d.PCIDevices) > 0 || len(d.EALArgs) > 0 || d.NoHuge || d.Memory != 0 {
 			v.fail(ErrRequired, "network.dpdk", "address is missing: the other fields need the address the owner listens on, e.g. address: dpdk://net_af_packet0:7100; set it, or remove network.dpdk")
 		}
 		return
@@ -422,6 +426,8 @@ func (v *validator) dpdk() {
 	}
 	v.devices("network.dpdk.vdevs", d.VDevs, func(vd string) bool { return vd != "" && !strings.ContainsAny(vd, " \t") },
 		"a DPDK virtual device; write <driver><n>[,key=value…] without spaces, e.g. net_af_packet0,iface=eth1")
+	v.devices("network.dpdk.pci_devices", d.PCIDevices, func(pd string) bool { return pciDevice.MatchString(pd) },
+		"a PCI address; write <domain>:<bus>:<device>.<function>[,devargs] without spaces, e.g. 0000:3b:00.0 (lspci -D lists them)")
 	for i, a := range d.EALArgs {
 		path := fmt.Sprintf("network.dpdk.eal_args[%d]", i)
 		name, _, _ := strings.Cut(a, "=")
@@ -442,6 +448,11 @@ func (v *validator) dpdk() {
 	}
 }
 
+// pciDevice is a PCI address as the EAL's -a takes it: domain (optional
+// there, required here so that every entry is written one way), bus,
+// device, function, then optional device arguments.
+var pciDevice = regexp.MustCompile(`^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7](,[^\s]+)?$`)
+
 // checkDPDKAddress says what is wrong with a dpdk listen address ("" if
 // nothing). It mirrors services/transport/dpdk.ParseAddr, which this
 // package does not import, minus the MAC: the listener's is its port's.
@@ -450,7 +461,13 @@ func checkDPDKAddress(s string) string {
 	if !ok {
 		return "it does not start with dpdk://"
 	}
-	dev, port, ok := strings.Cut(rest, ":")
+	// The port follows the last colon: a PCI device's name has colons too.
+	i := strings.LastIndexByte(rest, ':')
+	ok = i >= 0
+	var dev, port string
+	if ok {
+		dev, port = rest[:i], rest[i+1:]
+	}
 	switch {
 	case !ok:
 		return "no :<port>"

@@ -212,7 +212,7 @@ func (o *Owner) dpdkTransport(cfg *config.Config, topts transport.Options, addr 
 
 // dpdkEAL turns network.dpdk into the EAL's settings.
 func dpdkEAL(d config.DPDKConfig) cdpdk.EAL {
-	return cdpdk.EAL{NoHuge: d.NoHuge, MemoryMB: int(uint64(d.Memory) >> 20), VDevs: d.VDevs, Extra: d.EALArgs}
+	return cdpdk.EAL{NoHuge: d.NoHuge, MemoryMB: int(uint64(d.Memory) >> 20), VDevs: d.VDevs, PCI: d.PCIDevices, Extra: d.EALArgs}
 }
 
 // dpdkAnyPort is network.dpdk.address's device on any free service port:
