@@ -94,12 +94,32 @@ type invalidateReq struct {
 type pinReq struct {
 	Key     string `json:"key"`
 	Version uint64 `json:"version"`
+	// PoolRefs: the reader names the pinned bytes by their position in
+	// the holder's pool (segment-absolute RemoteRefs, which one-sided rdma
+	// can serve). Readers that predate it named ranges inside the object;
+	// a holder refuses their pins rather than serve them, since such a
+	// range can also lie inside the object read as segment-absolute and
+	// would return the wrong bytes.
+	PoolRefs bool `json:"pool_refs"`
 }
 
 type pinResp struct {
 	Status string `json:"status"` // ok, stale, retry
 	Pin    uint64 `json:"pin"`
 	Size   uint64 `json:"size"`
+	// At is where the pinned object's first byte lies in the holder's
+	// pool. A holder that predates segment-absolute reads leaves it out,
+	// and the reader gives up on it.
+	At *poolPos `json:"at,omitempty"`
+}
+
+// poolPos is a position in an owner's pool: segment Segment (RemoteRef's
+// Segment), byte Offset inside it, in a pool of SegmentSize-byte segments
+// (owners may be configured with different sizes).
+type poolPos struct {
+	Segment     uint32 `json:"seg"`
+	Offset      uint64 `json:"off"`
+	SegmentSize uint64 `json:"seg_size"`
 }
 
 // claim is one copy an owner holds, reported to the key's home after an
