@@ -141,6 +141,13 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 			return bad(err)
 		}
 		return n.pin(req)
+	case pathUnpin:
+		var req unpinReq
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return bad(err)
+		}
+		n.unpin(req.Pin)
+		return nil, nil
 	case pathClaims:
 		var req claimsReq
 		if err := json.Unmarshal(payload, &req); err != nil {
@@ -331,6 +338,25 @@ func (n *Node) pin(req pinReq) ([]byte, error) {
 	n.pinMu.Unlock()
 	seg, off := h.Offset().In(h.SegmentSize())
 	return json.Marshal(pinResp{Status: "ok", Pin: id, Size: h.Size, At: &poolPos{Segment: seg, Offset: off, SegmentSize: h.SegmentSize()}})
+}
+
+// unpin releases pin now, or once the reads the transport is still
+// sending end; an unknown pin (released after its last byte, or expired)
+// is already gone.
+func (n *Node) unpin(id uint64) {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	p, ok := n.pins[id]
+	if !ok {
+		return
+	}
+	if p.sending > 0 {
+		p.left = 0 // the last release closes it
+		n.pins[id] = p
+		return
+	}
+	delete(n.pins, id)
+	_ = p.h.Close()
 }
 
 // homeGate admits a home-side request of epoch. It never waits: while an

@@ -11,6 +11,7 @@ const (
 	pathWrite      = "/kv/write"
 	pathInvalidate = "/kv/invalidate"
 	pathPin        = "/kv/pin"
+	pathUnpin      = "/kv/unpin" // one-way
 	pathClaims     = "/kv/claims"
 	pathClaimAck   = "/kv/claim-ack"
 	pathReplicate  = "/kv/replicate"
@@ -111,6 +112,13 @@ type pinResp struct {
 	// pool. A holder that predates segment-absolute reads leaves it out,
 	// and the reader gives up on it.
 	At *poolPos `json:"at,omitempty"`
+}
+
+// unpinReq ends a pin once the reader is done with it: one-sided reads
+// (rdma) never reach the holder's ServeRead, which releases a pin after its
+// last byte, so without it the pin would hold the copy until pinTimeout.
+type unpinReq struct {
+	Pin uint64 `json:"pin"`
 }
 
 // poolPos is a position in an owner's pool: segment Segment (RemoteRef's

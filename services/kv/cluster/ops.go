@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -357,6 +358,12 @@ func (n *Node) readPinned(ctx context.Context, holder string, pin pinResp, dst [
 		}()
 	}
 	wg.Wait()
+	// Best effort: a pin left behind expires after pinTimeout.
+	if c, err := n.conn(ctx, holder); err == nil {
+		if b, err := json.Marshal(unpinReq{Pin: pin.Pin}); err == nil {
+			_ = c.Send(ctx, pathUnpin, b)
+		}
+	}
 	return errors.Join(errs...)
 }
 

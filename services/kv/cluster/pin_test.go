@@ -167,3 +167,39 @@ func TestReadPlanCutsStripesAtSegmentBoundaries(t *testing.T) {
 		})
 	}
 }
+
+// A reader ends its pin when done (one-sided reads never reach serveRead,
+// which releases a pin after its last byte): at once when nothing is being
+// sent, otherwise when the last read in flight is released.
+func TestUnpinReleasesThePin(t *testing.T) {
+	os := startCluster(t, 1, 2*time.Second)
+	o := os[0]
+	_, err := o.node.Put(context.Background(), "v", []byte("some value"), kv.PutOptions{})
+	require.NoError(t, err)
+	held := func(pin uint64) bool {
+		o.node.pinMu.Lock()
+		defer o.node.pinMu.Unlock()
+		_, ok := o.node.pins[pin]
+		return ok
+	}
+	unpin := func(pin uint64) {
+		b, err := json.Marshal(unpinReq{Pin: pin})
+		require.NoError(t, err)
+		_, err = o.node.handle(context.Background(), o.peer.ID, pathUnpin, b)
+		require.NoError(t, err)
+	}
+
+	idle := pinOf(t, o, "v")
+	require.True(t, held(idle.Pin))
+	unpin(idle.Pin)
+	require.False(t, held(idle.Pin), "released at once")
+	unpin(idle.Pin) // gone already: nothing to do
+
+	busy := pinOf(t, o, "v")
+	_, release, err := o.node.serveRead(context.Background(), o.peer.ID, transport.RemoteRef{Segment: busy.At.Segment, Offset: busy.At.Offset, Length: 4, Tag: busy.Pin})
+	require.NoError(t, err)
+	unpin(busy.Pin)
+	require.True(t, held(busy.Pin), "kept while its bytes are being sent")
+	release()
+	require.False(t, held(busy.Pin), "released with the last read")
+}
