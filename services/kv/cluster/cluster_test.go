@@ -51,6 +51,14 @@ func startCluster(t testing.TB, n int, ttl time.Duration) []*testOwner {
 // it joins no routing table yet.
 func startOwner(t testing.TB, name string, start time.Time, host string, ttl time.Duration) *testOwner {
 	t.Helper()
+	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: slog.New(slog.DiscardHandler)}})
+	require.NoError(t, err)
+	return startOwnerOver(t, tr, name, start, host, ttl)
+}
+
+// startOwnerOver is startOwner over transport tr.
+func startOwnerOver(t testing.TB, tr transport.Transport, name string, start time.Time, host string, ttl time.Duration) *testOwner {
+	t.Helper()
 	path := filepath.Join("/dev/shm", fmt.Sprintf("fluxon-cluster-%d-%d", os.Getpid(), rand.Uint64()))
 	p, err := pool.CreateWith(path, 64<<20, 1<<20, pool.Options{})
 	require.NoError(t, err)
@@ -58,8 +66,6 @@ func startOwner(t testing.TB, name string, start time.Time, host string, ttl tim
 	st, err := kv.New(p, kv.Options{Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: slog.New(slog.DiscardHandler)}})
-	require.NoError(t, err)
 	id := transport.Identity{ClusterName: "c", InstanceKey: name, StartTime: start, Role: "owner"}
 	node := New(Options{Self: id, Store: st, Transport: tr, ListenAddr: "127.0.0.1:0", SessionTTL: ttl, Log: slog.New(slog.DiscardHandler)})
 	addr, err := node.Start(context.Background())
