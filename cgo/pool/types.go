@@ -10,6 +10,16 @@ import (
 // The object's 64-byte header is at Offset-ObjectHeaderSize.
 type Offset uint64
 
+// In says where the byte at pool offset o lies in a pool cut into
+// segSize-byte segments: segment o/segSize (RemoteRef.Segment, the index
+// Segments gives), at o%segSize inside it. An object of up to one segment
+// never crosses a segment boundary; a larger one spans consecutive
+// segments from there (they are contiguous in the mapping), so a reader
+// of it splits its ranges at segment boundaries.
+func (o Offset) In(segSize uint64) (segment uint32, off uint64) {
+	return uint32(uint64(o) / segSize), uint64(o) % segSize
+}
+
 // State is an object's life-cycle state.
 type State uint32
 

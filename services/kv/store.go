@@ -38,6 +38,7 @@ type Store struct {
 	log      *slog.Logger
 	now      func() time.Time
 	capacity uint64
+	segSize  uint64 // the pool's segment size
 
 	shards  [nShards]shard
 	leaseMu sync.Mutex
@@ -92,7 +93,7 @@ func New(p *pool.Pool, o Options) (*Store, error) {
 		o.Now = time.Now
 	}
 	s := &Store{
-		pool: p, log: o.Log, now: o.Now, capacity: info.Size - info.DataOffset,
+		pool: p, log: o.Log, now: o.Now, capacity: info.Size - info.DataOffset, segSize: info.SegmentSize,
 		leases: NewLeaseTable(), sketch: newSketch(int(info.Size >> 16)), stop: make(chan struct{}),
 	}
 	for i := range s.shards {
@@ -375,6 +376,10 @@ func (h *Holder) Bytes() []byte { return h.b }
 
 // Offset is where the object lives in the pool (externals map the same pool).
 func (h *Holder) Offset() pool.Offset { return h.off }
+
+// SegmentSize is the size of the pool's segments, the unit in which peers
+// name pool bytes (pool.Offset.In gives a value's segment and offset).
+func (h *Holder) SegmentSize() uint64 { return h.s.segSize }
 
 // Close releases the reference.
 func (h *Holder) Close() error {

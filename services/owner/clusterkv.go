@@ -41,7 +41,7 @@ func (o *Owner) startClusterKV(cfg *config.Config, instanceKey string, log *slog
 	if deps.Meta == nil {
 		return nil
 	}
-	tr, tc, err := o.newTransport(cfg, log, reg, nodeTransports{dpdkAddr: dpdkAnyPort(cfg.Network.DPDK.Address), objectReads: true})
+	tr, tc, err := o.newTransport(cfg, log, reg, nodeTransports{dpdkAddr: dpdkAnyPort(cfg.Network.DPDK.Address)})
 	if err != nil {
 		return err
 	}

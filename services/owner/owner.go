@@ -24,6 +24,7 @@ import (
 	"github.com/fluxon-dev/fluxon/services/kv/cluster"
 	"github.com/fluxon-dev/fluxon/services/kv/shm"
 	"github.com/fluxon-dev/fluxon/services/rpc"
+	"github.com/fluxon-dev/fluxon/services/transport"
 	"github.com/fluxon-dev/fluxon/services/transport/dpdk"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
 	"github.com/fluxon-dev/fluxon/services/transport/rdma"
@@ -108,10 +109,11 @@ type Owner struct {
 	skipLogged bool
 	// rdma and dpdkEP are opened once and shared by both nodes; rdmaErr
 	// and dpdkErr say why they could not be.
-	rdma    *rdma.Transport
-	rdmaErr error
-	dpdkEP  *dpdk.Endpoint
-	dpdkErr error
+	openRDMA func(rdma.Options) (ClosableTransport, error)
+	rdma     ClosableTransport
+	rdmaErr  error
+	dpdkEP   *dpdk.Endpoint
+	dpdkErr  error
 }
 
 // Deps are what an owner running inside a cluster member gets from it.
@@ -120,13 +122,25 @@ type Deps struct {
 	Meta *meta.Store
 	// StartTime is the member's registered start time (its incarnation).
 	StartTime time.Time
+	// OpenRDMA opens the RDMA transport (nil: rdma.New); tests stand in
+	// for a device, which no host they run on has.
+	OpenRDMA func(rdma.Options) (ClosableTransport, error)
+}
+
+// ClosableTransport is a transport the owner closes when it stops.
+type ClosableTransport interface {
+	transport.Transport
+	Close() error
 }
 
 // Start creates the pool and starts every endpoint. Members of the routing
 // table learn the returned Endpoints through the owner's registration.
 func Start(cfg *config.Config, instanceKey string, log *slog.Logger, reg prometheus.Registerer, deps Deps) (*Owner, error) {
 	paths := PathsFor(cfg.SharedMemoryPath, cfg.SharedFilePath, cfg.ClusterName)
-	o := &Owner{Paths: paths, log: log, Endpoints: map[string]string{}}
+	o := &Owner{Paths: paths, log: log, Endpoints: map[string]string{}, openRDMA: deps.OpenRDMA}
+	if o.openRDMA == nil {
+		o.openRDMA = openRDMA
+	}
 	ok := false
 	defer func() {
 		if !ok {

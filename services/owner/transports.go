@@ -26,21 +26,12 @@ import (
 // owner's config does not give.
 var errNotConfigured = errors.New("not configured")
 
-// errOneSidedObjectReads: rdma refused for a node whose bulk reads name a
-// pinned object (RemoteRef.Tag, offsets inside the object) that its
-// ServeRead resolves. One-sided reads never call ServeRead and would read
-// pool segment RemoteRef.Segment at those offsets: the wrong bytes.
-var errOneSidedObjectReads = errors.New("rdma: not offered on the cluster KV node: its bulk reads name pinned objects, which one-sided reads cannot resolve (they need pool segment references)")
-
 // nodeTransports says how one of the owner's nodes uses its transports.
 type nodeTransports struct {
 	// dpdkAddr is where the node's dpdk listener goes
 	// (network.dpdk.address for the RPC node; the same device on any free
 	// port for the KV node).
 	dpdkAddr string
-	// objectReads: the node's ReadRemote references are object-relative,
-	// served by its ServeRead (the cluster KV), so one-sided rdma is out.
-	objectReads bool
 }
 
 // transportStats returns the owner's transport counters, registered on reg
@@ -85,7 +76,7 @@ func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheu
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) { return ucx.New(ucx.Options{Options: topts}) }})
 		case config.TransportRDMA:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
-				return rdmaForNode(node, func() (transport.Transport, error) { return o.rdmaTransport(cfg, topts, tc) })
+				return o.rdmaTransport(cfg, topts, tc)
 			}})
 		case config.TransportDPDK:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
@@ -123,29 +114,21 @@ func logNotOffered(log *slog.Logger, name string, err error) {
 	log.Info("transport not offered", "transport", name, "reason", err)
 }
 
-// rdmaForNode opens rdma (the device decides first: on a host without one
-// that is the reason given) and refuses it to a node with object reads.
-func rdmaForNode(node nodeTransports, open func() (transport.Transport, error)) (transport.Transport, error) {
-	t, err := open()
-	if err != nil {
-		return nil, err
-	}
-	if node.objectReads {
-		return nil, errOneSidedObjectReads
-	}
-	return t, nil
-}
-
-// rdmaTransport opens the RDMA device once per owner (both nodes share
-// it) with the pool's segments offered to one-sided reads. Its error,
-// matching cgo/rdma.ErrNoDevice on a host without a device, is kept too.
+// rdmaTransport opens the RDMA device once per owner with the pool's
+// segments offered to one-sided reads. Both nodes share it: the RPC node
+// and the cluster KV node, whose bulk reads name pinned objects by their
+// pool position (segment, offset inside it), which a one-sided READ of
+// the registered segment serves as is. Its error, matching
+// cgo/rdma.ErrNoDevice on a host without a device (every host these tests
+// ran on so far: ibv_get_device_list finds none), is kept too, so the
+// second node gets the same reason and it is logged once.
 func (o *Owner) rdmaTransport(cfg *config.Config, topts transport.Options, control transport.Transport) (transport.Transport, error) {
 	if o.rdma == nil && o.rdmaErr == nil {
 		// The owner reports a missing device itself, once per owner
 		// (logNotOffered); rdma's own once-per-process warning would repeat it.
 		quiet := topts
 		quiet.Log = slog.New(slog.DiscardHandler)
-		rt, err := rdma.New(rdma.Options{Options: quiet, Control: control, DeviceNames: cfg.Network.RDMADeviceNames, Segments: o.rdmaSegments})
+		rt, err := o.openRDMA(rdma.Options{Options: quiet, Control: control, DeviceNames: cfg.Network.RDMADeviceNames, Segments: o.rdmaSegments})
 		if err != nil {
 			o.rdmaErr = err
 			return nil, err
@@ -159,6 +142,15 @@ func (o *Owner) rdmaTransport(cfg *config.Config, topts transport.Options, contr
 		return nil, o.rdmaErr
 	}
 	return o.rdma, nil
+}
+
+// openRDMA is rdma.New, with no typed nil in the interface on failure.
+func openRDMA(o rdma.Options) (ClosableTransport, error) {
+	t, err := rdma.New(o)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // rdmaSegments lists the pool's segments for rdma to register.

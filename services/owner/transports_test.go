@@ -2,10 +2,10 @@ package owner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,8 +15,8 @@ import (
 	"github.com/fluxon-dev/fluxon/control/meta/metatest"
 	"github.com/fluxon-dev/fluxon/internal/logtest"
 	"github.com/fluxon-dev/fluxon/services/rpc"
-	"github.com/fluxon-dev/fluxon/services/transport"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
+	"github.com/fluxon-dev/fluxon/services/transport/rdma"
 	"github.com/fluxon-dev/fluxon/services/transport/tcp"
 )
 
@@ -24,6 +24,12 @@ import (
 // that it builds its transports and advertises endpoints; network is the
 // YAML of its network section.
 func startClusterOwner(t *testing.T, network string) (*Owner, *logtest.Buffer) {
+	t.Helper()
+	return startClusterOwnerWith(t, network, nil)
+}
+
+// startClusterOwnerWith is startClusterOwner with Deps.OpenRDMA set.
+func startClusterOwnerWith(t *testing.T, network string, openRDMA func(rdma.Options) (ClosableTransport, error)) (*Owner, *logtest.Buffer) {
 	t.Helper()
 	url := metatest.Embedded(t)
 	shm, err := os.MkdirTemp("/dev/shm", "fluxon-owner-test-")
@@ -52,7 +58,7 @@ network:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	o, err := Start(cfg, "owner-1", log, nil, Deps{Meta: m, StartTime: time.Now()})
+	o, err := Start(cfg, "owner-1", log, nil, Deps{Meta: m, StartTime: time.Now(), OpenRDMA: openRDMA})
 	if err != nil {
 		t.Fatalf("owner with %q: %v\n%s", network, err, logs.String())
 	}
@@ -123,25 +129,42 @@ func TestRDMASegmentsArePoolSegments(t *testing.T) {
 	}
 }
 
-// With a device, rdma goes to the RPC node (requests only, over rdma's
-// control channel) and not to the cluster KV node, whose object-relative
-// bulk reads one-sided rdma would resolve against the wrong memory.
-// Without one, the missing device is the reason on both.
-func TestRDMAOnlyWhereReadsNameSegments(t *testing.T) {
-	dev := tcp.Name // any transport stands in for an opened device
-	opened := func() (transport.Transport, error) { return tcp.New(tcp.Options{}) }
-	noDevice := func() (transport.Transport, error) { return nil, cgordma.ErrNoDevice }
+// rdmaStandIn is a tcp transport under rdma's name: what an owner gets
+// from a device, for the tests on hosts without one (all of them so far).
+type rdmaStandIn struct{ *tcp.Transport }
 
-	tr, err := rdmaForNode(nodeTransports{}, opened)
-	if err != nil || tr.Name() != dev {
-		t.Fatalf("RPC node with a device: %v, %v; want the transport", tr, err)
-	}
-	if _, err := rdmaForNode(nodeTransports{objectReads: true}, opened); !errors.Is(err, errOneSidedObjectReads) {
-		t.Fatalf("KV node with a device: %v, want errOneSidedObjectReads", err)
-	}
-	for _, node := range []nodeTransports{{}, {objectReads: true}} {
-		if _, err := rdmaForNode(node, noDevice); !errors.Is(err, cgordma.ErrNoDevice) {
-			t.Fatalf("%+v without a device: %v, want ErrNoDevice", node, err)
+func (rdmaStandIn) Name() string { return "rdma" }
+
+// Close: a tcp transport holds nothing once its listeners are closed.
+func (rdmaStandIn) Close() error { return nil }
+
+// With a device, both nodes offer rdma: the RPC node and the cluster KV
+// node, whose bulk reads name pinned objects by pool segment and offset,
+// which a one-sided read serves. The device is opened once, for both,
+// with the pool's segments to register.
+func TestRDMAOfferedOnBothEndpoints(t *testing.T) {
+	var opened []rdma.Options
+	open := func(ro rdma.Options) (ClosableTransport, error) {
+		opened = append(opened, ro)
+		tc, err := tcp.New(tcp.Options{})
+		if err != nil {
+			return nil, err
 		}
+		return rdmaStandIn{tc}, nil
+	}
+	o, logs := startClusterOwnerWith(t, "  transports: [rdma, tcp]\n", open)
+	for _, ep := range []string{rpc.EndpointKey, KVEndpointKey} {
+		if got := offered(t, o, ep); !slices.Equal(got, []string{"rdma", "tcp"}) {
+			t.Errorf("endpoint %s offers %v, want [rdma tcp]", ep, got)
+		}
+	}
+	if len(opened) != 1 {
+		t.Fatalf("rdma opened %d times, want once for both nodes", len(opened))
+	}
+	if segs := opened[0].Segments(); len(segs) != 8 {
+		t.Errorf("rdma got %d segments to register, want the pool's 8", len(segs))
+	}
+	if n := logs.Lines("transport not offered"); n != 0 {
+		t.Errorf("a transport was refused:\n%s", logs.String())
 	}
 }

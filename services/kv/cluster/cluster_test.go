@@ -26,6 +26,7 @@ import (
 type testOwner struct {
 	node  *Node
 	store *kv.Store
+	pool  *pool.Pool
 	peer  Peer
 }
 
@@ -50,6 +51,14 @@ func startCluster(t testing.TB, n int, ttl time.Duration) []*testOwner {
 // it joins no routing table yet.
 func startOwner(t testing.TB, name string, start time.Time, host string, ttl time.Duration) *testOwner {
 	t.Helper()
+	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: slog.New(slog.DiscardHandler)}})
+	require.NoError(t, err)
+	return startOwnerOver(t, tr, name, start, host, ttl)
+}
+
+// startOwnerOver is startOwner over transport tr.
+func startOwnerOver(t testing.TB, tr transport.Transport, name string, start time.Time, host string, ttl time.Duration) *testOwner {
+	t.Helper()
 	path := filepath.Join("/dev/shm", fmt.Sprintf("fluxon-cluster-%d-%d", os.Getpid(), rand.Uint64()))
 	p, err := pool.CreateWith(path, 64<<20, 1<<20, pool.Options{})
 	require.NoError(t, err)
@@ -57,13 +66,11 @@ func startOwner(t testing.TB, name string, start time.Time, host string, ttl tim
 	st, err := kv.New(p, kv.Options{Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	tr, err := tcp.New(tcp.Options{Options: transport.Options{Log: slog.New(slog.DiscardHandler)}})
-	require.NoError(t, err)
 	id := transport.Identity{ClusterName: "c", InstanceKey: name, StartTime: start, Role: "owner"}
 	node := New(Options{Self: id, Store: st, Transport: tr, ListenAddr: "127.0.0.1:0", SessionTTL: ttl, Log: slog.New(slog.DiscardHandler)})
 	addr, err := node.Start(context.Background())
 	require.NoError(t, err)
-	o := &testOwner{node: node, store: st, peer: Peer{ID: id, Addr: addr, Host: host}}
+	o := &testOwner{node: node, store: st, pool: p, peer: Peer{ID: id, Addr: addr, Host: host}}
 	t.Cleanup(func() { o.node.Close() })
 	return o
 }
@@ -356,15 +363,26 @@ func TestStripedPullOfALargeValue(t *testing.T) {
 	os[1].node.mu.Unlock()
 	require.Equal(t, maxStripes, lanes, "one connection per stripe")
 
-	// A read outside the pinned copy is refused, not served.
-	pin, err := os[0].node.pin(pinReq{Key: "big", Version: mustVersion(t, os[0], "big")})
-	require.NoError(t, err)
-	var pr pinResp
-	require.NoError(t, json.Unmarshal(pin, &pr))
+	// A read past the end of the pinned copy is refused, not served.
+	pr := pinOf(t, os[0], "big")
+	end := uint64(pr.At.Segment)*pr.At.SegmentSize + pr.At.Offset + pr.Size
 	c, err := os[1].node.conn(ctx, os[0].peer.Name())
 	require.NoError(t, err)
-	err = c.ReadRemote(ctx, transport.RemoteRef{Offset: pr.Size - 10, Length: 20, Tag: pr.Pin}, make([]byte, 20))
-	require.ErrorContains(t, err, "outside the pinned copy")
+	ref := transport.RemoteRef{Segment: uint32(end / pr.At.SegmentSize), Offset: end % pr.At.SegmentSize, Length: 1, Tag: pr.Pin}
+	err = c.ReadRemote(ctx, ref, make([]byte, 1))
+	require.ErrorContains(t, err, "outside pinned copy")
+}
+
+// pinOf pins o's copy of key as a reader would.
+func pinOf(t *testing.T, o *testOwner, key string) pinResp {
+	t.Helper()
+	b, err := o.node.pin(pinReq{Key: key, Version: mustVersion(t, o, key), PoolRefs: true})
+	require.NoError(t, err)
+	var pr pinResp
+	require.NoError(t, json.Unmarshal(b, &pr))
+	require.Equal(t, "ok", pr.Status)
+	require.NotNil(t, pr.At)
+	return pr
 }
 
 func mustVersion(t *testing.T, o *testOwner, key string) uint64 {

@@ -141,6 +141,13 @@ func (n *Node) handle(ctx context.Context, peer transport.Identity, path string,
 			return bad(err)
 		}
 		return n.pin(req)
+	case pathUnpin:
+		var req unpinReq
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return bad(err)
+		}
+		n.unpin(req.Pin)
+		return nil, nil
 	case pathClaims:
 		var req claimsReq
 		if err := json.Unmarshal(payload, &req); err != nil {
@@ -304,6 +311,9 @@ func (n *Node) expireLoop() {
 // of the key by this owner is in flight the reader is told to retry, never
 // to wait here (the write may itself wait on the reader's owner).
 func (n *Node) pin(req pinReq) ([]byte, error) {
+	if !req.PoolRefs {
+		return nil, &transport.RemoteError{Code: transport.CodeInvalid, Message: fmt.Sprintf("pin of %q: the reader names ranges inside the object, which this owner no longer serves (reads name pool segments since pinReq.pool_refs); upgrade the reader", req.Key)}
+	}
 	n.mu.Lock()
 	lc, ok := n.local[req.Key]
 	writing := n.writing[req.Key] != nil
@@ -326,7 +336,27 @@ func (n *Node) pin(req pinReq) ([]byte, error) {
 	n.pinMu.Lock()
 	n.pins[id] = pinned{h: h, expires: time.Now().Add(pinTimeout), left: h.Size}
 	n.pinMu.Unlock()
-	return json.Marshal(pinResp{Status: "ok", Pin: id, Size: h.Size})
+	seg, off := h.Offset().In(h.SegmentSize())
+	return json.Marshal(pinResp{Status: "ok", Pin: id, Size: h.Size, At: &poolPos{Segment: seg, Offset: off, SegmentSize: h.SegmentSize()}})
+}
+
+// unpin releases pin now, or once the reads the transport is still
+// sending end; an unknown pin (released after its last byte, or expired)
+// is already gone.
+func (n *Node) unpin(id uint64) {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	p, ok := n.pins[id]
+	if !ok {
+		return
+	}
+	if p.sending > 0 {
+		p.left = 0 // the last release closes it
+		n.pins[id] = p
+		return
+	}
+	delete(n.pins, id)
+	_ = p.h.Close()
 }
 
 // homeGate admits a home-side request of epoch. It never waits: while an
@@ -426,6 +456,10 @@ func (n *Node) takeClaims(ctx context.Context, req claimsReq) claimsResp {
 
 // serveRead hands (a range of) a pinned copy's bytes to the transport
 // (zero copy on this side); the pin is released once all its bytes are sent.
+// ref names pool bytes, segment-absolute (as a one-sided rdma read does,
+// which never comes here): Segment and Offset inside it, Tag the pin. It
+// must lie inside the pinned object and inside one segment; anything else
+// is refused, so a peer reads nothing of the pool but what it pinned.
 func (n *Node) serveRead(ctx context.Context, peer transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
@@ -434,9 +468,17 @@ func (n *Node) serveRead(ctx context.Context, peer transport.Identity, ref trans
 		return nil, nil, &transport.RemoteError{Code: transport.CodeNotFound, Message: fmt.Sprintf("no pinned copy %d", ref.Tag)}
 	}
 	b := p.h.Bytes()
-	if ref.Offset > uint64(len(b)) || ref.Length > uint64(len(b))-ref.Offset || ref.Length > p.left {
-		return nil, nil, &transport.RemoteError{Code: transport.CodeInvalid, Message: fmt.Sprintf("range [%d, +%d) outside the pinned copy of %d bytes (%d not yet read)", ref.Offset, ref.Length, len(b), p.left)}
+	segSize := p.h.SegmentSize()
+	if ref.Offset >= segSize || ref.Length > segSize-ref.Offset {
+		return nil, nil, &transport.RemoteError{Code: transport.CodeInvalid, Message: fmt.Sprintf("%s is not inside one %d-byte pool segment", ref, segSize)}
 	}
+	// No overflow: Segment < 2^32 and segments are at most 1 GiB.
+	abs, start := uint64(ref.Segment)*segSize+ref.Offset, uint64(p.h.Offset())
+	if abs < start || abs-start > uint64(len(b)) || ref.Length > uint64(len(b))-(abs-start) || ref.Length > p.left {
+		seg, off := p.h.Offset().In(segSize)
+		return nil, nil, &transport.RemoteError{Code: transport.CodeInvalid, Message: fmt.Sprintf("%s outside pinned copy %d: %d bytes from segment %d offset %d (%d not yet read)", ref, ref.Tag, len(b), seg, off, p.left)}
+	}
+	rel := abs - start
 	p.left -= ref.Length
 	p.sending++
 	n.pins[ref.Tag] = p
@@ -454,5 +496,5 @@ func (n *Node) serveRead(ctx context.Context, peer transport.Identity, ref trans
 			_ = p.h.Close()
 		}
 	}
-	return b[ref.Offset : ref.Offset+ref.Length], release, nil
+	return b[rel : rel+ref.Length], release, nil
 }

@@ -11,6 +11,7 @@ const (
 	pathWrite      = "/kv/write"
 	pathInvalidate = "/kv/invalidate"
 	pathPin        = "/kv/pin"
+	pathUnpin      = "/kv/unpin" // one-way
 	pathClaims     = "/kv/claims"
 	pathClaimAck   = "/kv/claim-ack"
 	pathReplicate  = "/kv/replicate"
@@ -94,12 +95,39 @@ type invalidateReq struct {
 type pinReq struct {
 	Key     string `json:"key"`
 	Version uint64 `json:"version"`
+	// PoolRefs: the reader names the pinned bytes by their position in
+	// the holder's pool (segment-absolute RemoteRefs, which one-sided rdma
+	// can serve). Readers that predate it named ranges inside the object;
+	// a holder refuses their pins rather than serve them, since such a
+	// range can also lie inside the object read as segment-absolute and
+	// would return the wrong bytes.
+	PoolRefs bool `json:"pool_refs"`
 }
 
 type pinResp struct {
 	Status string `json:"status"` // ok, stale, retry
 	Pin    uint64 `json:"pin"`
 	Size   uint64 `json:"size"`
+	// At is where the pinned object's first byte lies in the holder's
+	// pool. A holder that predates segment-absolute reads leaves it out,
+	// and the reader gives up on it.
+	At *poolPos `json:"at,omitempty"`
+}
+
+// unpinReq ends a pin once the reader is done with it: one-sided reads
+// (rdma) never reach the holder's ServeRead, which releases a pin after its
+// last byte, so without it the pin would hold the copy until pinTimeout.
+type unpinReq struct {
+	Pin uint64 `json:"pin"`
+}
+
+// poolPos is a position in an owner's pool: segment Segment (RemoteRef's
+// Segment), byte Offset inside it, in a pool of SegmentSize-byte segments
+// (owners may be configured with different sizes).
+type poolPos struct {
+	Segment     uint32 `json:"seg"`
+	Offset      uint64 `json:"off"`
+	SegmentSize uint64 `json:"seg_size"`
 }
 
 // claim is one copy an owner holds, reported to the key's home after an

@@ -2,12 +2,14 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/fluxon-dev/fluxon/cgo/pool"
 	"github.com/fluxon-dev/fluxon/services/kv"
 	"github.com/fluxon-dev/fluxon/services/kv/placement"
 	"github.com/fluxon-dev/fluxon/services/transport"
@@ -232,7 +234,7 @@ func (n *Node) pull(ctx context.Context, key, home string, epoch uint64, loc loo
 			return nil, pause{}, nil
 		}
 		var pin pinResp
-		if err := n.call(ctx, holder, pathPin, pinReq{Key: key, Version: loc.Version}, &pin); err != nil {
+		if err := n.call(ctx, holder, pathPin, pinReq{Key: key, Version: loc.Version, PoolRefs: true}, &pin); err != nil {
 			lastErr = err
 			continue
 		}
@@ -338,25 +340,74 @@ func stripesFor(size uint64) int {
 
 // readPinned copies a pinned copy from holder into dst.
 func (n *Node) readPinned(ctx context.Context, holder string, pin pinResp, dst []byte) error {
-	k := stripesFor(pin.Size)
-	part := (pin.Size + uint64(k) - 1) / uint64(k)
-	errs := make([]error, k)
+	plan, err := readPlan(pin)
+	if err != nil {
+		return fmt.Errorf("reading pinned copy %d from %s: %w", pin.Pin, holder, err)
+	}
+	errs := make([]error, len(plan))
 	var wg sync.WaitGroup
-	for i := 0; i < k; i++ {
-		off := uint64(i) * part
-		end := min(off+part, pin.Size)
+	for i, p := range plan {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := n.connN(ctx, holder, i)
+			c, err := n.connN(ctx, holder, p.lane)
 			if err == nil {
-				err = c.ReadRemote(ctx, transport.RemoteRef{Offset: off, Length: end - off, Tag: pin.Pin}, dst[off:end])
+				err = c.ReadRemote(ctx, p.ref, dst[p.at:p.at+p.ref.Length])
 			}
 			errs[i] = err
 		}()
 	}
 	wg.Wait()
+	// Best effort: a pin left behind expires after pinTimeout.
+	if c, err := n.conn(ctx, holder); err == nil {
+		if b, err := json.Marshal(unpinReq{Pin: pin.Pin}); err == nil {
+			_ = c.Send(ctx, pathUnpin, b)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// errNoPoolPosition: a pin reply without the object's pool position, from
+// a holder that predates segment-absolute reads (or a broken one).
+var errNoPoolPosition = errors.New("the holder's pin reply has no valid pool position (it predates segment-absolute reads); upgrade it")
+
+// piece is one ReadRemote of a pull: the object's bytes [at, at+ref.Length)
+// over the holder's lane lane.
+type piece struct {
+	lane int
+	at   uint64
+	ref  transport.RemoteRef
+}
+
+// readPlan cuts the read of a pinned copy into ReadRemotes: a stripe per
+// lane (stripesFor), each cut at the holder's segment boundaries. Refs are
+// segment-absolute, the form a one-sided rdma read takes (it reads inside
+// the memory region registered for one segment), and an object larger
+// than a segment spans several (pool.Offset.In). A zero-length copy still
+// gets one (empty) read: serving it releases the pin.
+func readPlan(pin pinResp) ([]piece, error) {
+	at := pin.At
+	if at == nil || at.SegmentSize == 0 || at.SegmentSize > pool.MaxSegmentSize || at.Offset >= at.SegmentSize {
+		return nil, errNoPoolPosition
+	}
+	seg := at.SegmentSize
+	start := uint64(at.Segment)*seg + at.Offset
+	k := stripesFor(pin.Size)
+	part := (pin.Size + uint64(k) - 1) / uint64(k)
+	var plan []piece
+	for i := 0; i < k; i++ {
+		off := uint64(i) * part
+		end := min(off+part, pin.Size)
+		for {
+			pos := start + off
+			n := min(end-off, seg-pos%seg)
+			plan = append(plan, piece{lane: i, at: off, ref: transport.RemoteRef{Segment: uint32(pos / seg), Offset: pos % seg, Length: n, Tag: pin.Pin}})
+			if off += n; off >= end {
+				break
+			}
+		}
+	}
+	return plan, nil
 }
 
 // Put stores value under key: written into this owner's pool, made current
