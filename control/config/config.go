@@ -211,6 +211,11 @@ type NetworkConfig struct {
 	// each other (another subnet, a firewall) and lets it dial through
 	// relays itself. Default on for owners; a master cannot relay.
 	Relay bool `yaml:"relay"`
+	// RelayAddresses are the addresses (host, or host:port) the relay
+	// listens on and advertises, in order of preference: one per network
+	// when neighbours reach this member on different addresses. Empty: the
+	// host of listen.transport, a free port. Owner-only, needs Relay.
+	RelayAddresses []string `yaml:"relay_addresses"`
 	// TLS is what the encrypted transports (quic, websocket as wss) present
 	// and trust. Without it they use an in-memory self-signed certificate
 	// and rely on Fluxon's own handshake (cluster name and incarnation),

@@ -375,7 +375,80 @@ func (v *validator) network() {
 		v.fail(ErrInvalid, "network.relay", "a master relays nothing (relays are owners); remove the line")
 	}
 
+	v.relayAddresses()
 	v.advertise()
+}
+
+// relayAddresses checks network.relay_addresses: each a host or host:port
+// others can dial (no wildcard: each is advertised as written), each
+// listed once, and only where the owner relays.
+func (v *validator) relayAddresses() {
+	const field = "network.relay_addresses"
+	n := &v.c.Network
+	if len(n.RelayAddresses) == 0 {
+		return
+	}
+	if !v.role.hasOwner() {
+		v.fail(ErrInvalid, field, "only an owner relays; remove the list")
+		return
+	}
+	if !n.Relay {
+		v.fail(ErrInvalid, field, "is set but network.relay is false, so nothing listens on them; remove the list or turn network.relay on")
+		return
+	}
+	seen := map[string]int{}
+	for i, a := range n.RelayAddresses {
+		path := fmt.Sprintf("%s[%d]", field, i)
+		host, port, err := SplitRelayAddress(a)
+		if err != nil {
+			v.fail(ErrInvalid, path, "%s", err.Error())
+			continue
+		}
+		key := strings.ToLower(host)
+		if port != 0 {
+			key = net.JoinHostPort(key, strconv.Itoa(port))
+		}
+		if j, dup := seen[key]; dup {
+			v.fail(ErrDuplicate, path, "%s is already listed at %s[%d]; list each address once", quote(a), field, j)
+			continue
+		}
+		seen[key] = i
+	}
+}
+
+// SplitRelayAddress parses one entry of network.relay_addresses: a
+// hostname or IP (IPv6 bare or in brackets) with an optional :port, port
+// 0 or none picking a free one. A wildcard host is refused: the address is
+// advertised as written and others cannot dial 0.0.0.0.
+func SplitRelayAddress(a string) (host string, port int, err error) {
+	const hint = "write a host or host:port other members reach this one at, e.g. 10.0.1.5 or 10.0.1.5:7300"
+	if a == "" {
+		return "", 0, fmt.Errorf("empty address; %s", hint)
+	}
+	host = a
+	if _, err := netip.ParseAddr(a); err != nil {
+		if strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]") {
+			host = a[1 : len(a)-1]
+		} else if h, p, err := net.SplitHostPort(a); err == nil {
+			var ok bool
+			if port, ok = parsePort(p); !ok {
+				return "", 0, fmt.Errorf("%s: port %s is not a number from 0 to 65535", quote(a), quote(p))
+			}
+			host = h
+		} else if strings.Count(a, ":") > 0 {
+			return "", 0, fmt.Errorf("%s is not host or host:port; %s (IPv6 with a port in brackets: [fd00::1]:7300)", quote(a), hint)
+		}
+	}
+	if ip, err := netip.ParseAddr(host); strings.HasPrefix(a, "[") && (err != nil || !ip.Is6()) {
+		return "", 0, fmt.Errorf("%s: only an IPv6 address goes in brackets; %s", quote(a), hint)
+	}
+	switch {
+	case isWildcard(host):
+		return "", 0, fmt.Errorf("%s is a wildcard address, which others cannot dial; %s", quote(a), hint)
+	case !validHost(host):
+		return "", 0, fmt.Errorf("%s: host %s is not a valid hostname or IP address; %s", quote(a), quote(host), hint)
+	}
+	return host, port, nil
 }
 
 // devices checks a list of device names: each one valid (what says what a

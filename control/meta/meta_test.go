@@ -261,12 +261,33 @@ func TestReachGraph(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
 		s := connect(t, url, "reach")
 		ctx := context.Background()
-		require.NoError(t, s.PublishReach(ctx, "a", []string{"c", "b"}, memberTTL))
-		require.NoError(t, s.PublishReach(ctx, "b", []string{"a"}, memberTTL))
-		require.NoError(t, s.PublishReach(ctx, "a", []string{"b"}, memberTTL)) // a newer probe replaces the old
+		require.NoError(t, s.PublishReach(ctx, "a", map[string]string{"c": "", "b": ""}, memberTTL))
+		require.NoError(t, s.PublishReach(ctx, "b", map[string]string{"a": "", "c": "10.0.2.5:7301"}, memberTTL))
+		require.NoError(t, s.PublishReach(ctx, "a", map[string]string{"b": ""}, memberTTL)) // a newer probe replaces the old
 		g, err := s.ReachGraph(ctx)
 		require.NoError(t, err)
-		require.Equal(t, map[string][]string{"a": {"b"}, "b": {"a"}}, g)
+		require.Len(t, g, 2)
+		require.Equal(t, []string{"b"}, g["a"].Reaches)
+		require.Nil(t, g["a"].At)
+		require.Equal(t, []string{"a", "c"}, g["b"].Reaches)
+		require.Equal(t, map[string]string{"c": "10.0.2.5:7301"}, g["b"].At)
+
+		// The stored form: addresses only for members with a choice, and
+		// none at all where no member has one (records as before "at").
+		raw := func(key string) string {
+			kv, ok, err := s.MQ().Get(ctx, s.Keys().ReachOf(key))
+			require.NoError(t, err)
+			require.True(t, ok)
+			return string(kv.Value)
+		}
+		require.Regexp(t, `^\{"reaches":\["a","c"\],"at":\{"c":"10.0.2.5:7301"\},"probed_at":"[^"]+"\}$`, raw("b"))
+		require.Regexp(t, `^\{"reaches":\["b"\],"probed_at":"[^"]+"\}$`, raw("a"))
+		// A record of an older member, without "at", reads as reaching by default address.
+		require.NoError(t, s.MQ().Put(ctx, s.Keys().ReachOf("old"), []byte(`{"reaches":["a"],"probed_at":"2026-01-01T00:00:00Z"}`), 0))
+		g, err = s.ReachGraph(ctx)
+		require.NoError(t, err)
+		require.Equal(t, meta.ReachRecord{Reaches: []string{"a"}, ProbedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, g["old"])
+		require.NoError(t, s.MQ().Delete(ctx, s.Keys().ReachOf("old"), nil))
 
 		// Probes reuse one lease; one that ended is replaced; a member
 		// that stops probing drops out after the TTL.
@@ -277,14 +298,15 @@ func TestReachGraph(t *testing.T) {
 			return kv.Lease
 		}
 		first := lease()
-		require.NoError(t, s.PublishReach(ctx, "a", []string{"b"}, memberTTL))
+		require.NoError(t, s.PublishReach(ctx, "a", map[string]string{"b": ""}, memberTTL))
 		require.Equal(t, first, lease(), "a second probe took a new lease")
 		require.NoError(t, s.MQ().Revoke(ctx, first))
-		require.NoError(t, s.PublishReach(ctx, "a", []string{"b"}, memberTTL))
+		require.NoError(t, s.PublishReach(ctx, "a", map[string]string{"b": ""}, memberTTL))
 		require.NotEqual(t, first, lease())
 		metatest.WaitFor(t, 4*memberTTL, "b's record to expire", func() bool {
 			g, err := s.ReachGraph(ctx)
-			return err == nil && g["b"] == nil
+			_, ok := g["b"]
+			return err == nil && !ok
 		})
 	})
 }

@@ -264,39 +264,63 @@ func NewStarChain(t testing.TB, n int) *Lab {
 	return mustBuild(t, func(l *Lab) error { return l.starChain(n) })
 }
 
-func (l *Lab) starChain(n int) error {
+func (l *Lab) starChain(n int) error { return l.starLinks(n, true) }
+
+// NewStarLinks is NewStarChain without node addresses: h_i reaches its
+// chain neighbours only on the addresses of the links they share
+// (LinkAddr), so a middle host is reached at one address from its left
+// and at another from its right, and no address of it from both sides.
+func NewStarLinks(t testing.TB, n int) *Lab {
+	t.Helper()
+	return mustBuild(t, func(l *Lab) error { return l.starLinks(n, false) })
+}
+
+// LinkAddr is the address on star-chain link i (between h_i and h_{i+1})
+// of its left end (h_i) or right end (h_{i+1}), in labs of NewStarChain
+// and NewStarLinks.
+func (l *Lab) LinkAddr(link int, left bool) string {
+	if left {
+		return fmt.Sprintf("10.214.%d.%d", l.octet, 4*link+1)
+	}
+	return fmt.Sprintf("10.214.%d.%d", l.octet, 4*link+2)
+}
+
+// starLinks makes the star (reaching the gateway only) and the chain of
+// point-to-point links; with nodes, each host also gets a Node address on
+// its loopback, routed from both neighbours over their links.
+func (l *Lab) starLinks(n int, nodes bool) error {
 	if err := l.star(n); err != nil {
 		return err
 	}
-	link := func(i int, left bool) string {
-		if left {
-			return fmt.Sprintf("10.214.%d.%d", l.octet, 4*i+1)
-		}
-		return fmt.Sprintf("10.214.%d.%d", l.octet, 4*i+2)
-	}
 	var steps [][]string
 	for i, h := range l.Hosts {
-		h.Node = fmt.Sprintf("10.215.%d.%d", l.octet, i+1)
 		steps = append(steps,
 			// The star reaches the gateway only.
 			[]string{"ip", "netns", "exec", h.NS, "ip", "route", "del", fmt.Sprintf("10.213.%d.0/24", l.octet), "dev", "eth0"},
 			[]string{"ip", "netns", "exec", h.NS, "ip", "route", "add", l.Gateway + "/32", "dev", "eth0"},
 			[]string{"ip", "netns", "exec", h.NS, "ip", "link", "set", "lo", "up"},
-			[]string{"ip", "netns", "exec", h.NS, "ip", "addr", "add", h.Node + "/32", "dev", "lo"},
 		)
+		if nodes {
+			h.Node = fmt.Sprintf("10.215.%d.%d", l.octet, i+1)
+			steps = append(steps, []string{"ip", "netns", "exec", h.NS, "ip", "addr", "add", h.Node + "/32", "dev", "lo"})
+		}
 	}
 	for i := 1; i < n; i++ {
 		a, b := l.Hosts[i-1], l.Hosts[i]
 		ea, eb := fmt.Sprintf("r%d", i), fmt.Sprintf("l%d", i)
 		steps = append(steps,
 			[]string{"ip", "link", "add", ea, "netns", a.NS, "type", "veth", "peer", "name", eb, "netns", b.NS},
-			[]string{"ip", "netns", "exec", a.NS, "ip", "addr", "add", link(i, true) + "/30", "dev", ea},
-			[]string{"ip", "netns", "exec", b.NS, "ip", "addr", "add", link(i, false) + "/30", "dev", eb},
+			[]string{"ip", "netns", "exec", a.NS, "ip", "addr", "add", l.LinkAddr(i, true) + "/30", "dev", ea},
+			[]string{"ip", "netns", "exec", b.NS, "ip", "addr", "add", l.LinkAddr(i, false) + "/30", "dev", eb},
 			[]string{"ip", "netns", "exec", a.NS, "ip", "link", "set", ea, "up"},
 			[]string{"ip", "netns", "exec", b.NS, "ip", "link", "set", eb, "up"},
-			[]string{"ip", "netns", "exec", a.NS, "ip", "route", "add", b.Node + "/32", "via", link(i, false)},
-			[]string{"ip", "netns", "exec", b.NS, "ip", "route", "add", a.Node + "/32", "via", link(i, true)},
 		)
+		if nodes {
+			steps = append(steps,
+				[]string{"ip", "netns", "exec", a.NS, "ip", "route", "add", b.Node + "/32", "via", l.LinkAddr(i, false)},
+				[]string{"ip", "netns", "exec", b.NS, "ip", "route", "add", a.Node + "/32", "via", l.LinkAddr(i, true)},
+			)
+		}
 	}
 	for _, step := range steps {
 		if err := run(step...); err != nil {

@@ -162,3 +162,38 @@ func TestStarChainReachesNeighboursOnly(t *testing.T) {
 		require.True(t, reach(h, lab.Gateway+":7001"), "%s reaches the gateway (etcd)", h.Name)
 	}
 }
+
+// In a star-links lab the middle host is reached on the address of the
+// link each neighbour shares with it, and on no other: h1 does not reach
+// h2's right-hand address, h3 not its left-hand one, h1 not h3 at all.
+func TestStarLinksReachOnTheSharedLinkOnly(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	lab := NewStarLinks(t, 3)
+	h1, h2, h3 := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2]
+	require.Empty(t, h2.Node, "no node address")
+	addrs := map[string]string{
+		"h1": lab.LinkAddr(1, true), "h2 left": lab.LinkAddr(1, false),
+		"h2 right": lab.LinkAddr(2, true), "h3": lab.LinkAddr(2, false),
+	}
+	echoIn(t, h1, addrs["h1"]+":7000")
+	echoIn(t, h2, addrs["h2 left"]+":7000")
+	echoIn(t, h2, addrs["h2 right"]+":7000")
+	echoIn(t, h3, addrs["h3"]+":7000")
+	for _, c := range []struct {
+		from *Host
+		to   string
+		want bool
+	}{
+		{h1, "h2 left", true}, {h1, "h2 right", false}, {h1, "h3", false},
+		{h3, "h2 right", true}, {h3, "h2 left", false}, {h3, "h1", false},
+		{h2, "h1", true}, {h2, "h3", true},
+	} {
+		require.Equal(t, c.want, reach(c.from, addrs[c.to]+":7000"), "%s -> %s", c.from.Name, c.to)
+	}
+	serveEcho(t, lab.Gateway+":7001")
+	for _, h := range lab.Hosts {
+		require.True(t, reach(h, lab.Gateway+":7001"), "%s reaches the gateway (etcd)", h.Name)
+	}
+}

@@ -45,13 +45,19 @@ type ServerOptions struct {
 	SetupTimeout time.Duration
 	// HopDialTimeout: default DefaultHopDialTimeout.
 	HopDialTimeout time.Duration
+	// Dir, when set, gives the addresses to try for the next relay: first
+	// the one this member's own probe reached (Dir.ReachedAt(ID, next)),
+	// then the one the header names, then every one it advertises.
+	// Without it only the header's address is dialed.
+	Dir Directory
 }
 
-// Server is a relay: it serves a listener, connecting each accepted
-// connection to the next hop its header names.
+// Server is a relay: it serves one or more listeners (one per advertised
+// address), connecting each accepted connection to the next hop its
+// header names.
 type Server struct {
-	o  ServerOptions
-	ln net.Listener
+	o   ServerOptions
+	lns []net.Listener
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -61,6 +67,12 @@ type Server struct {
 
 // Serve starts relaying connections accepted on ln until Close.
 func Serve(ln net.Listener, o ServerOptions) *Server {
+	return ServeAll([]net.Listener{ln}, o)
+}
+
+// ServeAll starts relaying connections accepted on every one of lns until
+// Close: a relay on several networks listens on an address of each.
+func ServeAll(lns []net.Listener, o ServerOptions) *Server {
 	if o.Dial == nil {
 		o.Dial = NetDial
 	}
@@ -74,14 +86,25 @@ func Serve(ln net.Listener, o ServerOptions) *Server {
 	if o.HopDialTimeout <= 0 {
 		o.HopDialTimeout = DefaultHopDialTimeout
 	}
-	s := &Server{o: o, ln: ln, conns: make(map[net.Conn]struct{})}
-	s.wg.Add(1)
-	go s.accept()
+	s := &Server{o: o, lns: lns, conns: make(map[net.Conn]struct{})}
+	for _, ln := range lns {
+		s.wg.Add(1)
+		go s.accept(ln)
+	}
 	return s
 }
 
-// Addr is the address the relay listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+// Addr is the address of the relay's first listener.
+func (s *Server) Addr() string { return s.lns[0].Addr().String() }
+
+// Addrs are the addresses of all the relay's listeners, in order.
+func (s *Server) Addrs() []string {
+	out := make([]string, len(s.lns))
+	for i, ln := range s.lns {
+		out[i] = ln.Addr().String()
+	}
+	return out
+}
 
 // Close stops accepting and closes every relayed connection.
 func (s *Server) Close() error {
@@ -91,7 +114,12 @@ func (s *Server) Close() error {
 		_ = c.Close()
 	}
 	s.mu.Unlock()
-	err := s.ln.Close()
+	var err error
+	for _, ln := range s.lns {
+		if e := ln.Close(); err == nil {
+			err = e
+		}
+	}
 	s.wg.Wait()
 	return err
 }
@@ -114,10 +142,10 @@ func (s *Server) untrack(c net.Conn) {
 	_ = c.Close()
 }
 
-func (s *Server) accept() {
+func (s *Server) accept(ln net.Listener) {
 	defer s.wg.Done()
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				s.o.Log.Error("relay listener stopped", "err", err)
@@ -180,9 +208,13 @@ func (s *Server) connectNext(ctx context.Context, h *Header) (net.Conn, error) {
 	}
 	next := h.Via[0]
 	fwd := h.Forward(s.o.ID)
-	c, err := s.dialHop(ctx, next.Addr)
+	addrs := []string{next.Addr}
+	if s.o.Dir != nil {
+		addrs = candidates([]string{s.o.Dir.ReachedAt(s.o.ID, next.ID), next.Addr}, s.o.Dir.RelayAddrs(next.ID))
+	}
+	c, _, err := dialAny(ctx, s.o.Dial, addrs, s.o.HopDialTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("%w: relay %s cannot reach relay %s at %s: %w", ErrNextHop, s.o.ID, next.ID, next.Addr, err)
+		return nil, fmt.Errorf("%w: relay %s cannot reach relay %s: %w", ErrNextHop, s.o.ID, next.ID, err)
 	}
 	if err := handshake(ctx, c, &fwd); err != nil {
 		_ = c.Close()
@@ -233,6 +265,9 @@ func splice(a, b net.Conn) {
 type Route struct {
 	// Relays are the relays to pass, the first one dialed directly.
 	Relays []Hop
+	// FirstAlternates are more addresses of the first relay, tried in
+	// order when Relays[0].Addr does not connect.
+	FirstAlternates []string
 	// Target is the endpoint the last relay connects to.
 	Target Hop
 }
@@ -256,9 +291,9 @@ func DialRoute(ctx context.Context, dial DialFunc, self string, r Route, hopLimi
 		return nil, err
 	}
 	first := r.Relays[0]
-	c, err := dial(ctx, first.Addr)
+	c, _, err := dialAny(ctx, dial, candidates([]string{first.Addr}, r.FirstAlternates), DefaultHopDialTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("%w: relay %s at %s: %w", ErrNextHop, first.ID, first.Addr, err)
+		return nil, fmt.Errorf("%w: relay %s: %w", ErrNextHop, first.ID, err)
 	}
 	if err := handshake(ctx, c, &h); err != nil {
 		_ = c.Close()

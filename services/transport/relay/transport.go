@@ -211,8 +211,12 @@ func ctxErr(ctx context.Context, addr string) error {
 type Directory interface {
 	// MemberAt is the member that advertises addr as one of its endpoints.
 	MemberAt(addr string) (id string, ok bool)
-	// RelayAddr is a member's relay endpoint ("" if it relays nothing).
-	RelayAddr(id string) string
+	// RelayAddrs are a member's relay addresses in its order of
+	// preference (none if it relays nothing).
+	RelayAddrs(id string) []string
+	// ReachedAt is the relay address of member to that member from's last
+	// probe connected to; "" if unknown (then to's first address is used).
+	ReachedAt(from, to string) string
 	// Graph is the current reachability graph.
 	Graph() Graph
 }
@@ -228,7 +232,9 @@ type GraphRouter struct {
 // Route implements Router. For a path self, r1 ... rk, target the relays
 // are r1 ... rk and rk connects to addr itself; a path self, target (self
 // reaches the target's relay but not addr) goes through the target's own
-// relay.
+// relay. Each relay is named at the address the member before it on the
+// path reached in its probe, so every hop dials an address known to work
+// from there; the first relay's other addresses are the dialer's fallback.
 func (r *GraphRouter) Route(_ context.Context, addr string) (Route, error) {
 	target, ok := r.Dir.MemberAt(addr)
 	if !ok {
@@ -247,12 +253,15 @@ func (r *GraphRouter) Route(_ context.Context, addr string) (Route, error) {
 		ids = path[len(path)-1:]
 	}
 	route := Route{Target: Hop{ID: target, Addr: addr}}
-	for _, id := range ids {
-		a := r.Dir.RelayAddr(id)
-		if a == "" {
+	for i, id := range ids {
+		addrs := candidates([]string{r.Dir.ReachedAt(path[i], id)}, r.Dir.RelayAddrs(id))
+		if len(addrs) == 0 {
 			return Route{}, fmt.Errorf("%w: member %s on the path to %s advertises no relay endpoint", ErrNoRoute, id, target)
 		}
-		route.Relays = append(route.Relays, Hop{ID: id, Addr: a})
+		route.Relays = append(route.Relays, Hop{ID: id, Addr: addrs[0]})
+		if i == 0 {
+			route.FirstAlternates = addrs[1:]
+		}
 	}
 	return route, nil
 }
@@ -262,8 +271,11 @@ func (r *GraphRouter) Route(_ context.Context, addr string) (Route, error) {
 type StaticDirectory struct {
 	// Endpoints maps an address to the member advertising it.
 	Endpoints map[string]string
-	// Relays maps a member to its relay endpoint.
-	Relays map[string]string
+	// Relays maps a member to its relay addresses.
+	Relays map[string][]string
+	// ReachedAddr maps a member to the relay address of each member it
+	// reached that its probe connected to.
+	ReachedAddr map[string]map[string]string
 	// Reach is the reachability graph.
 	Reach Graph
 }
@@ -274,8 +286,11 @@ func (d *StaticDirectory) MemberAt(addr string) (string, bool) {
 	return id, ok
 }
 
-// RelayAddr implements Directory.
-func (d *StaticDirectory) RelayAddr(id string) string { return d.Relays[id] }
+// RelayAddrs implements Directory.
+func (d *StaticDirectory) RelayAddrs(id string) []string { return d.Relays[id] }
+
+// ReachedAt implements Directory.
+func (d *StaticDirectory) ReachedAt(from, to string) string { return d.ReachedAddr[from][to] }
 
 // Graph implements Directory.
 func (d *StaticDirectory) Graph() Graph { return d.Reach }

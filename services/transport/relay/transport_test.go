@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -73,7 +74,7 @@ func TestRequestAndReadRemoteThroughThreeHops(t *testing.T) {
 	}
 	names := []string{"a", "b", "c", "d"}
 	nets := map[string]*neighbours{}
-	relays := map[string]string{}
+	relays := map[string][]string{}
 	for _, name := range names {
 		nets[name] = &neighbours{}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -82,39 +83,19 @@ func TestRequestAndReadRemoteThroughThreeHops(t *testing.T) {
 		}
 		s := relay.Serve(ln, relay.ServerOptions{ID: name, Dial: nets[name].dial})
 		t.Cleanup(func() { _ = s.Close() })
-		relays[name] = s.Addr()
+		relays[name] = s.Addrs()
 	}
 
-	// D serves a request path and bulk reads of a 1 MiB region.
-	region := make([]byte, 1<<20)
-	for i := range region {
-		region[i] = byte(i * 13)
-	}
-	var peers sync.Map
-	h := transport.HandlerFuncs{
-		Request: func(_ context.Context, peer transport.Identity, path string, p []byte) ([]byte, error) {
-			peers.Store(peer.InstanceKey, true)
-			return append([]byte(path+":"), p...), nil
-		},
-		Read: func(_ context.Context, _ transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
-			return region[ref.Offset : ref.Offset+ref.Length], nil, nil
-		},
-	}
-	dln, err := tr.Listen(ctx, "127.0.0.1:0", identity("d"), h, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dln.Close()
-	target := dln.Addr()
+	target, region, peers := serveRegion(ctx, t, tr, "d")
 
 	// The chain: each member reaches its neighbours' relays; C (and D)
 	// reach D's endpoint.
 	for i, name := range names {
 		if i > 0 {
-			nets[name].allow(relays[names[i-1]])
+			nets[name].allow(relays[names[i-1]]...)
 		}
 		if i+1 < len(names) {
-			nets[name].allow(relays[names[i+1]])
+			nets[name].allow(relays[names[i+1]]...)
 		}
 	}
 	nets["c"].allow(target)
@@ -129,40 +110,11 @@ func TestRequestAndReadRemoteThroughThreeHops(t *testing.T) {
 		Inner: tr, Router: router, Self: "a", Dial: nets["a"].dial, DirectTimeout: 200 * time.Millisecond,
 	})
 
-	verifyD := func(peer transport.Identity) error {
-		if peer.InstanceKey != "d" {
-			return errors.New("not d")
-		}
-		return nil
-	}
-	c, err := rt.Dial(ctx, target, identity("a"), verifyD)
-	if err != nil {
-		t.Fatal(err)
-	}
+	verifyD := verifyPeer("d")
+	c := dialAndCheck(ctx, t, rt, target, "d", region, peers)
 	defer c.Close()
-	if got := c.Peer().InstanceKey; got != "d" {
-		t.Fatalf("peer %q, want d", got)
-	}
 	if router.routes.Load() != 1 {
 		t.Fatalf("%d routes asked, want 1 (the direct dial is blocked)", router.routes.Load())
-	}
-	resp, err := c.Request(ctx, "echo", []byte("hello"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(resp) != "echo:hello" {
-		t.Fatalf("response %q", resp)
-	}
-	if _, ok := peers.Load("a"); !ok {
-		t.Fatal("D did not see A's identity")
-	}
-	ref := transport.RemoteRef{Offset: 4096, Length: 512 << 10}
-	dst := make([]byte, ref.Length)
-	if err := c.ReadRemote(ctx, ref, dst); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(dst, region[ref.Offset:ref.Offset+ref.Length]) {
-		t.Fatal("ReadRemote through relays returned other bytes")
 	}
 
 	// A second dial goes to the relays at once (no direct attempt).
@@ -186,6 +138,142 @@ func TestRequestAndReadRemoteThroughThreeHops(t *testing.T) {
 	_, err = rt.Dial(ctx, target, transport.Identity{ClusterName: "other", InstanceKey: "a", Role: "owner"}, nil)
 	if !errors.Is(err, transport.ErrWrongCluster) {
 		t.Fatalf("other cluster: %v, want ErrWrongCluster", err)
+	}
+}
+
+// serveRegion listens as member name with tr: requests echo "path:body",
+// bulk reads return a 1 MiB region, and peers records who called.
+func serveRegion(ctx context.Context, t *testing.T, tr transport.Transport, name string) (string, []byte, *sync.Map) {
+	t.Helper()
+	region := make([]byte, 1<<20)
+	for i := range region {
+		region[i] = byte(i * 13)
+	}
+	peers := &sync.Map{}
+	h := transport.HandlerFuncs{
+		Request: func(_ context.Context, peer transport.Identity, path string, p []byte) ([]byte, error) {
+			peers.Store(peer.InstanceKey, true)
+			return append([]byte(path+":"), p...), nil
+		},
+		Read: func(_ context.Context, _ transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
+			return region[ref.Offset : ref.Offset+ref.Length], nil, nil
+		},
+	}
+	ln, err := tr.Listen(ctx, "127.0.0.1:0", identity(name), h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln.Addr(), region, peers
+}
+
+func verifyPeer(want string) transport.Verify {
+	return func(peer transport.Identity) error {
+		if peer.InstanceKey != want {
+			return fmt.Errorf("peer %q, not %q", peer.InstanceKey, want)
+		}
+		return nil
+	}
+}
+
+// dialAndCheck dials target (a serveRegion of member want) as "a" through
+// rt, then checks a request and a 512 KiB bulk read and that the target
+// saw a's identity.
+func dialAndCheck(ctx context.Context, t *testing.T, rt *relay.Transport, target, want string, region []byte, peers *sync.Map) transport.Conn {
+	t.Helper()
+	c, err := rt.Dial(ctx, target, identity("a"), verifyPeer(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Peer().InstanceKey; got != want {
+		t.Fatalf("peer %q, want %s", got, want)
+	}
+	resp, err := c.Request(ctx, "echo", []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp) != "echo:hello" {
+		t.Fatalf("response %q", resp)
+	}
+	if _, ok := peers.Load("a"); !ok {
+		t.Fatalf("%s did not see a's identity", want)
+	}
+	ref := transport.RemoteRef{Offset: 4096, Length: 512 << 10}
+	dst := make([]byte, ref.Length)
+	if err := c.ReadRemote(ctx, ref, dst); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst, region[ref.Offset:ref.Offset+ref.Length]) {
+		t.Fatal("ReadRemote through relays returned other bytes")
+	}
+	return c
+}
+
+// TestRelayOnSecondAddress: relays b and c each listen on two loopback
+// addresses (two networks), and each neighbour reaches only one of them:
+// a reaches b only at b's second address, b reaches c only at c's second,
+// c reaches d's endpoint. a carries a request and a bulk read to d, first
+// knowing nothing of which address answered whom (a falls back to b's
+// second address; b uses its own probe's address for c although the
+// header names c's first), then with the probe results (one connect to
+// b, at the address that works).
+func TestRelayOnSecondAddress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tr, err := tcp.New(tcp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, region, peers := serveRegion(ctx, t, tr, "d")
+	nets := map[string]*neighbours{"a": {}, "b": {}, "c": {}}
+	relays := map[string][]string{}
+	reached := map[string]map[string]string{}
+	bDir := &relay.StaticDirectory{Relays: relays, ReachedAddr: reached}
+	for i, name := range []string{"b", "c"} {
+		var lns []net.Listener
+		for _, host := range []string{fmt.Sprintf("127.0.0.%d", 2*i+2), fmt.Sprintf("127.0.0.%d", 2*i+3)} {
+			ln, err := net.Listen("tcp", host+":0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lns = append(lns, ln)
+		}
+		s := relay.ServeAll(lns, relay.ServerOptions{ID: name, Dial: nets[name].dial, Dir: bDir})
+		t.Cleanup(func() { _ = s.Close() })
+		relays[name] = s.Addrs()
+		if len(relays[name]) != 2 || relays[name][0] == relays[name][1] {
+			t.Fatalf("%s listens on %v, want two addresses", name, relays[name])
+		}
+	}
+	nets["a"].allow(relays["b"][1])
+	nets["b"].allow(relays["c"][1])
+	nets["c"].allow(target)
+	reached["a"] = map[string]string{"b": relays["b"][1]}
+	reached["b"] = map[string]string{"c": relays["c"][1]}
+	graph := relay.Graph{"a": {"b"}, "b": {"a", "c"}, "c": {"b", "d"}, "d": {"c"}}
+	endpoints := map[string]string{target: "d"}
+
+	blind := &relay.StaticDirectory{Endpoints: endpoints, Relays: relays, Reach: graph}
+	rt := relay.NewTransport(relay.TransportOptions{
+		Inner: tr, Router: &relay.GraphRouter{Self: "a", Dir: blind}, Self: "a", Dial: nets["a"].dial, DirectTimeout: 200 * time.Millisecond,
+	})
+	c := dialAndCheck(ctx, t, rt, target, "d", region, peers)
+	_ = c.Close()
+	if n := nets["a"].dials.Load(); n != 3 {
+		t.Fatalf("a made %d connects, want 3 (d directly, b's first address, b's second)", n)
+	}
+	if n := nets["b"].dials.Load(); n != 1 {
+		t.Fatalf("b made %d connects, want 1 (c's second address, which b's probe reached)", n)
+	}
+
+	informed := &relay.StaticDirectory{Endpoints: endpoints, Relays: relays, ReachedAddr: reached, Reach: graph}
+	rt2 := relay.NewTransport(relay.TransportOptions{
+		Inner: tr, Router: &relay.GraphRouter{Self: "a", Dir: informed}, Self: "a", Dial: nets["a"].dial, DirectTimeout: 200 * time.Millisecond,
+	})
+	c = dialAndCheck(ctx, t, rt2, target, "d", region, peers)
+	_ = c.Close()
+	if n := nets["a"].dials.Load(); n != 3+2 {
+		t.Fatalf("a made %d more connects, want 2 (d directly, b's second address)", n-3)
 	}
 }
 
