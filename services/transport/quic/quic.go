@@ -69,7 +69,11 @@ const ALPN = "fluxon/1"
 
 // Flow-control windows. quic-go's defaults (6 MiB per stream, 15 MiB per
 // connection) cap a 16 MiB bulk read's window below one transfer; the
-// whole connection is one stream, so the two are set alike.
+// whole connection is one stream, so the two are set alike. The initial
+// windows stay small: quic-go grows them toward the maximum as a transfer
+// uses them, starting at the maximum measured no faster (bulk is CPU-bound
+// in quic-go, see docs/transport.md), and a connection that never moves
+// bulk data is not granted 32 MiB of buffering up front.
 const (
 	initialStreamWindow = 1 << 20
 	maxStreamWindow     = 32 << 20
