@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -85,6 +86,9 @@ func validPrefix(p string) bool {
 	return true
 }
 
+// labSeq counts this process's labs.
+var labSeq atomic.Int32
+
 // newLab takes a free subnet (one lock file per octet, so concurrently
 // running programs never share addresses) and removes what a crashed
 // earlier lab with the same names left.
@@ -98,7 +102,10 @@ func newLab(prefix string) (*Lab, error) {
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
 		return nil, err
 	}
-	start := 100 + os.Getpid()%100
+	// Each lab of a process starts its search one octet further, so that
+	// back-to-back labs do not reuse the subnet (and link names) of one
+	// whose namespaces the kernel may still be tearing down.
+	start := 100 + (os.Getpid()+int(labSeq.Add(1)))%151
 	for i := range 151 {
 		octet := 100 + (start-100+i)%151
 		f, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprint(octet)), os.O_CREATE|os.O_RDWR, 0o644)
@@ -198,6 +205,10 @@ func (l *Lab) star(n int) error {
 		}
 		h.IP = fmt.Sprintf("10.213.%d.%d", l.octet, 10+i)
 		h.rootLink = fmt.Sprintf("%sh%d", l.id, i)
+		// A lab just closed with the same id may still own this name: the
+		// kernel tears a deleted namespace's veth pairs down after
+		// `ip netns del` returns.
+		_ = exec.Command("ip", "link", "del", h.rootLink).Run()
 		for _, step := range [][]string{
 			{"ip", "link", "add", h.rootLink, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
 			{"ip", "link", "set", h.rootLink, "master", l.bridge},
