@@ -27,8 +27,11 @@ import (
 
 // Settings of the transport command.
 const (
-	cpingPort          = 5299
-	cpingCount         = 20000
+	cpingPort  = 5299
+	cpingCount = 20000
+	// roundDuration is the busy-poll measurement of one interleaved round
+	// (--rounds), about as long as cping's cpingCount round trips.
+	roundDuration      = 250 * time.Millisecond
 	iperfFor           = 5 * time.Second
 	transportLabPrefix = "ftb"
 	cpingStartTimeout  = 20 * time.Second
@@ -57,6 +60,7 @@ type cliOpts struct {
 	minOps      int
 	netns       bool
 	cping       string
+	rounds      int
 	dir         string
 	listen      string
 	connect     string
@@ -177,6 +181,7 @@ as a multiple of the C one. Otherwise everything runs over loopback.`,
 	o.dpdk.add(f)
 	f.BoolVar(&o.netns, "netns", false, "run server and client in two network namespaces over one veth link, with iperf3 and cping (root)")
 	f.StringVar(&o.cping, "cping", "bin/cping", "with --netns: the C ping-pong binary (make bench-transport builds it from bench/cping)")
+	f.IntVar(&o.rounds, "rounds", 7, "with --netns: rounds that alternate the spinning C ping-pong and tcp busy-poll's 64 B round trip (0: none)")
 	f.StringVar(&o.dir, "dir", "", "with --netns: where logs go (default: a temporary directory)")
 	cmd.MarkFlagsMutuallyExclusive("listen", "connect", "netns")
 	cmd.AddCommand(newServeCmd(), newClientCmd())
@@ -386,45 +391,57 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 	for _, s := range p.Sizes {
 		sizes = append(sizes, strconv.Itoa(s))
 	}
-	// pair runs a server in the first namespace and a client in the second
-	// over variants and returns the client's rows.
-	pair := func(variants []string, srvDPDK, cliDPDK dpdkFlags) ([]Row, map[string]string, error) {
-		common := []string{"--transports", strings.Join(variants, ",")}
-		if len(o.rdmaDevices) > 0 {
-			common = append(common, "--rdma-devices", strings.Join(o.rdmaDevices, ","))
-		}
-		serve := exec.CommandContext(ctx, "ip", inNS(srv.NS, append(append([]string{"serve", "--host", srvIP}, common...), srvDPDK.args()...)...)...)
-		serve.Env = env
-		serve.Stderr = logw
-		stdin, err := serve.StdinPipe()
+	// serve starts a server in the first namespace over variants; its
+	// Hello (JSON) goes to the clients. stop ends it.
+	serve := func(variants []string, srvDPDK dpdkFlags) (hello string, stop func(), err error) {
+		cmd := exec.CommandContext(ctx, "ip", inNS(srv.NS, append(append([]string{"serve", "--host", srvIP, "--transports", strings.Join(variants, ",")}, rdmaArgs(o)...), srvDPDK.args()...)...)...)
+		cmd.Env = env
+		cmd.Stderr = logw
+		stdin, err := cmd.StdinPipe()
 		if err != nil {
-			return nil, nil, err
+			return "", nil, err
 		}
-		stdout, err := serve.StdoutPipe()
+		stdout, err := cmd.StdoutPipe()
 		if err != nil {
-			return nil, nil, err
+			return "", nil, err
 		}
-		if err := serve.Start(); err != nil {
-			return nil, nil, err
+		if err := cmd.Start(); err != nil {
+			return "", nil, err
 		}
-		defer func() { stdin.Close(); _ = serve.Wait() }()
+		stop = func() { stdin.Close(); _ = cmd.Wait() }
 		line, err := bufio.NewReader(stdout).ReadBytes('\n')
 		if err == nil && !json.Valid(line) {
 			err = fmt.Errorf("printed %q", line)
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("transport server in %s: %w", srv.NS, err)
+			stop()
+			return "", nil, fmt.Errorf("transport server in %s: %w", srv.NS, err)
 		}
-		client := exec.CommandContext(ctx, "ip", inNS(cli.NS, append([]string{"client", "--hello", strings.TrimSpace(string(line)),
+		return strings.TrimSpace(string(line)), stop, nil
+	}
+	// client measures the server of hello from the second namespace.
+	client := func(hello string, variants, sizes, concs []string, d time.Duration, cliDPDK dpdkFlags) ([]Row, map[string]string, error) {
+		cmd := exec.CommandContext(ctx, "ip", inNS(cli.NS, append(append([]string{"client", "--hello", hello,
 			"--sizes", strings.Join(sizes, ","), "--concurrency", strings.Join(concs, ","),
-			"--duration", p.Duration.String(), "--min-ops", strconv.Itoa(p.MinOps)}, append(common, cliDPDK.args()...)...)...)...)
-		client.Env = env
-		client.Stderr = logw
-		cout, err := client.Output()
+			"--duration", d.String(), "--min-ops", strconv.Itoa(p.MinOps), "--transports", strings.Join(variants, ",")},
+			rdmaArgs(o)...), cliDPDK.args()...)...)...)
+		cmd.Env = env
+		cmd.Stderr = logw
+		cout, err := cmd.Output()
 		if err != nil {
 			return nil, nil, fmt.Errorf("transport client in %s: %w", cli.NS, err)
 		}
 		return parseClient(cout)
+	}
+	// pair runs a server in the first namespace and a client in the second
+	// over variants and returns the client's rows.
+	pair := func(variants []string, srvDPDK, cliDPDK dpdkFlags) ([]Row, map[string]string, error) {
+		hello, stop, err := serve(variants, srvDPDK)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer stop()
+		return client(hello, variants, sizes, concs, p.Duration, cliDPDK)
 	}
 
 	// DPDK's pollers spin a core in each process for as long as their port
@@ -462,6 +479,35 @@ func runNetns(ctx context.Context, out, logw io.Writer, reexec []string, o cliOp
 	}
 	peers.CpingP50, peers.CpingP99, peers.CpingErr = runCping(ctx, o.cping, srv, cli, srvIP, false)
 	peers.SpinP50, peers.SpinP99, peers.SpinErr = runCping(ctx, o.cping, srv, cli, srvIP, true)
+	// The busy-poll target again, in rounds that alternate the spinning C
+	// ping-pong with a short busy-poll measurement: on a shared VM either
+	// one alone swings by tens of percent from one moment to the next.
+	if contains(o.variants, "tcp-busypoll") && contains(o.sizes, strconv.Itoa(SmallSize)) && peers.SpinErr == nil && o.rounds > 0 {
+		peers.Rounds, peers.RoundsErr = func() ([]Round, error) {
+			hello, stop, err := serve([]string{"tcp-busypoll"}, dpdkFlags{})
+			if err != nil {
+				return nil, err
+			}
+			defer stop()
+			var rounds []Round
+			for range o.rounds {
+				c, _, err := runCping(ctx, o.cping, srv, cli, srvIP, true)
+				if err != nil {
+					return rounds, err
+				}
+				rows, _, err := client(hello, []string{"tcp-busypoll"}, []string{strconv.Itoa(SmallSize)}, []string{"1"}, roundDuration, dpdkFlags{})
+				if err != nil {
+					return rounds, err
+				}
+				r, ok := find(rows, "tcp-busypoll", "pingpong", SmallSize, 1)
+				if !ok {
+					return rounds, errors.New("the busy-poll client measured no round trip")
+				}
+				rounds = append(rounds, Round{P50: r.P50, CP50: c})
+			}
+			return rounds, nil
+		}()
+	}
 	Print(out, rows, peers, skipped)
 	return nil
 }
@@ -486,6 +532,14 @@ func netnsDPDK(o cliOpts) (srv, cli dpdkFlags) {
 			noHuge: true, memoryMB: cdpdk.DefaultMemoryMB, ealArgs: o.dpdk.ealArgs}
 	}
 	return side("r1", netnsDPDKPort), side("l1", 0)
+}
+
+// rdmaArgs passes --rdma-devices on to a re-executed side.
+func rdmaArgs(o cliOpts) []string {
+	if len(o.rdmaDevices) == 0 {
+		return nil
+	}
+	return []string{"--rdma-devices", strings.Join(o.rdmaDevices, ",")}
 }
 
 // parseClient reads the hidden client's lines: rows and skipped variants.

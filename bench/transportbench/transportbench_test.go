@@ -3,7 +3,9 @@ package transportbench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,4 +36,20 @@ func TestLoopback(t *testing.T) {
 	require.Contains(t, out.String(), "websocket")
 	require.Contains(t, out.String(), "100%", "tcp against itself")
 	require.Contains(t, out.String(), "skipped: nosuch")
+}
+
+func TestPrintRounds(t *testing.T) {
+	var out bytes.Buffer
+	printRounds(&out, []Round{{P50: 12, CP50: 8}, {P50: 9, CP50: 9}, {P50: 20, CP50: 10}, {P50: 11, CP50: 10}}, nil)
+	// Ratios 1.5, 1.0, 2.0, 1.1: median (1.1+1.5)/2 = 1.3, range 1.0-2.0.
+	for _, want := range []string{"over 4 interleaved rounds = 1.30x", "range 1.00-2.00x", "12.0/8.0 9.0/9.0 20.0/10.0 11.0/10.0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printRounds wrote %q, want %q in it", out.String(), want)
+		}
+	}
+	out.Reset()
+	printRounds(&out, []Round{{P50: 10, CP50: 8}}, errors.New("cping client: exit 1"))
+	if !strings.Contains(out.String(), "FAILED after 1: cping client: exit 1") || !strings.Contains(out.String(), "= 1.25x") {
+		t.Errorf("printRounds with an error wrote %q", out.String())
+	}
 }
