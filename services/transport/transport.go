@@ -105,6 +105,20 @@ func (r RemoteRef) String() string {
 	return fmt.Sprintf("segment %d [%d, +%d) tag %d", r.Segment, r.Offset, r.Length, r.Tag)
 }
 
+// OneSided is an optional interface of a Conn: OneSided() true says its
+// ReadRemote reads the peer's memory without the peer's CPU (rdma), so the
+// peer's Handler.ServeRead never sees those reads (and cannot release
+// anything it holds for them).
+type OneSided interface {
+	OneSided() bool
+}
+
+// IsOneSided reports whether c's ReadRemote bypasses the peer's ServeRead.
+func IsOneSided(c Conn) bool {
+	o, ok := c.(OneSided)
+	return ok && o.OneSided()
+}
+
 // Transport makes connections of one kind (tcp, quic, ...).
 type Transport interface {
 	// Name is the transport's name as configs and the panel show it ("tcp").

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -345,6 +346,7 @@ func (n *Node) readPinned(ctx context.Context, holder string, pin pinResp, dst [
 		return fmt.Errorf("reading pinned copy %d from %s: %w", pin.Pin, holder, err)
 	}
 	errs := make([]error, len(plan))
+	oneSided := make([]bool, len(plan))
 	var wg sync.WaitGroup
 	for i, p := range plan {
 		wg.Add(1)
@@ -352,19 +354,26 @@ func (n *Node) readPinned(ctx context.Context, holder string, pin pinResp, dst [
 			defer wg.Done()
 			c, err := n.connN(ctx, holder, p.lane)
 			if err == nil {
+				oneSided[i] = transport.IsOneSided(c)
 				err = c.ReadRemote(ctx, p.ref, dst[p.at:p.at+p.ref.Length])
 			}
 			errs[i] = err
 		}()
 	}
 	wg.Wait()
-	// Best effort: a pin left behind expires after pinTimeout.
-	if c, err := n.conn(ctx, holder); err == nil {
-		if b, err := json.Marshal(unpinReq{Pin: pin.Pin}); err == nil {
-			_ = c.Send(ctx, pathUnpin, b)
+	err = errors.Join(errs...)
+	// The holder releases the pin once its ServeRead has sent every byte.
+	// One-sided reads never reach ServeRead, and a failed pull may stop
+	// short: then say so (best effort: a pin left behind expires after
+	// pinTimeout). Otherwise the extra message would only find it gone.
+	if err != nil || slices.Contains(oneSided, true) {
+		if c, cerr := n.conn(ctx, holder); cerr == nil {
+			if b, merr := json.Marshal(unpinReq{Pin: pin.Pin}); merr == nil {
+				_ = c.Send(ctx, pathUnpin, b)
+			}
 		}
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // errNoPoolPosition: a pin reply without the object's pool position, from

@@ -281,6 +281,9 @@ type Conn struct {
 // Transport names the transport the connection uses.
 func (c *Conn) Transport() string { return c.name }
 
+// OneSided implements transport.OneSided for the wrapped connection.
+func (c *Conn) OneSided() bool { return transport.IsOneSided(c.Conn) }
+
 // countable reports whether err is the connection's failure rather than
 // the handler's or the caller's.
 func countable(err error) bool {

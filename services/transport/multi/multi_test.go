@@ -264,3 +264,37 @@ func TestConformance(t *testing.T) {
 		}
 	})
 }
+
+// oneSided is tcp whose connections claim one-sided reads, as rdma's do.
+type oneSided struct{ transport.Transport }
+
+type oneSidedConn struct{ transport.Conn }
+
+func (oneSidedConn) OneSided() bool { return true }
+
+func (o oneSided) Dial(ctx context.Context, addr string, local transport.Identity, verify transport.Verify) (transport.Conn, error) {
+	c, err := o.Transport.Dial(ctx, addr, local, verify)
+	if err != nil {
+		return nil, err
+	}
+	return oneSidedConn{c}, nil
+}
+
+// A multi connection says whether the connection it wraps reads one-sided
+// (the cluster KV then tells the holder when a pull is done).
+func TestOneSidedPassesThrough(t *testing.T) {
+	ln, err := newTCP(t).Listen(context.Background(), "127.0.0.1:0", server, echo, nil)
+	require.NoError(t, err)
+	defer ln.Close()
+	for _, tc := range []struct {
+		tr   transport.Transport
+		want bool
+	}{{newTCP(t), false}, {oneSided{newTCP(t)}, true}} {
+		mt, err := New(Options{Transports: []transport.Transport{tc.tr}, Log: quiet})
+		require.NoError(t, err)
+		c, err := mt.Dial(context.Background(), ln.Addr(), client, nil)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, transport.IsOneSided(c))
+		c.Close()
+	}
+}

@@ -317,6 +317,9 @@ type conn struct {
 
 // ReadRemote implements transport.Conn with RDMA READs of the peer's
 // registered segment, bounceSize at a time.
+// OneSided implements transport.OneSided: reads are RDMA READs.
+func (c *conn) OneSided() bool { return true }
+
 func (c *conn) ReadRemote(ctx context.Context, ref transport.RemoteRef, dst []byte) error {
 	if uint64(len(dst)) != ref.Length {
 		return fmt.Errorf("%w: dst is %d bytes, ref %s", transport.ErrInvalid, len(dst), ref)
