@@ -35,6 +35,8 @@ const (
 	ETOOBIG   Code = C.FLX_ETOOBIG
 	ENOTSUP   Code = C.FLX_ENOTSUP
 	ENODEV    Code = C.FLX_ENODEV
+	ETIMEDOUT Code = C.FLX_ETIMEDOUT
+	ECANCELED Code = C.FLX_ECANCELED
 )
 
 func (c Code) String() string { return C.GoString(C.flx_strerror(C.int(c))) }

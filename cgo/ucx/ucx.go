@@ -11,10 +11,12 @@ package ucx
 import "C"
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/fluxon-dev/fluxon/cgo/core"
@@ -173,14 +175,47 @@ func (r *RKey) Close() error {
 }
 
 // Get reads len(dst) bytes at the peer's address raddr, inside the mapping
-// rk was packed from, straight into dst, and returns once they are there
-// (or the read failed). dst needs no mapping of its own: it is Go memory
-// that C uses only during the call, and UCX registers it (or, over tcp,
-// receives into it from the socket) as its transport needs. One call is
-// one cgo crossing, whatever the length.
-func (e *Endpoint) Get(rk *RKey, raddr uint64, dst []byte) error {
+// rk was packed from, straight into dst, and returns once they are there,
+// the read failed or ctx is done. dst needs no mapping of its own: it is Go
+// memory that C uses only during the call, and UCX registers it (or, over
+// tcp, receives into it from the socket) as its transport needs. One call
+// is one cgo crossing, whatever the length.
+//
+// UCX cannot cancel a get: one that gives up at ctx's deadline
+// (core.ETIMEDOUT) or on its cancel (core.ECANCELED, noticed within about
+// a millisecond) closes the endpoint, so that dst is never written after
+// Get returns. The endpoint's other gets fail with it, and so do later
+// ones: close it and connect again. Over shared memory alone such a get
+// reads through a bounce buffer (see native/ucx/ucx.c).
+func (e *Endpoint) Get(ctx context.Context, rk *RKey, raddr uint64, dst []byte) error {
 	if len(dst) == 0 {
 		return nil
+	}
+	var timeout time.Duration
+	if d, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(d); timeout <= 0 {
+			return check("get", C.FLX_ETIMEDOUT, nil)
+		}
+	}
+	if ctx.Err() != nil {
+		return check("get", C.FLX_ECANCELED, nil)
+	}
+	var cancel *C.int
+	if ctx.Done() != nil {
+		// C polls the flag; it lives in C memory, which the callback may
+		// still be writing when stop reports it already started.
+		cancel = (*C.int)(C.calloc(1, C.sizeof_int))
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			atomic.StoreInt32((*int32)(unsafe.Pointer(cancel)), 1)
+			close(fired)
+		})
+		defer func() {
+			if !stop() {
+				<-fired
+			}
+			C.free(unsafe.Pointer(cancel))
+		}()
 	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -192,7 +227,8 @@ func (e *Endpoint) Get(rk *RKey, raddr uint64, dst []byte) error {
 	if rk.p == nil {
 		return ErrClosed
 	}
-	rc, errno := C.flx_ucx_get(e.p, rk.p, C.uint64_t(raddr), unsafe.Pointer(&dst[0]), C.size_t(len(dst)))
+	rc, errno := C.flx_ucx_get(e.p, rk.p, C.uint64_t(raddr), unsafe.Pointer(&dst[0]), C.size_t(len(dst)),
+		C.uint64_t(timeout), cancel)
 	return check("get", rc, errno)
 }
 

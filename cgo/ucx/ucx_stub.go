@@ -2,6 +2,8 @@
 
 package ucx
 
+import "context"
+
 // Node is a UCX context and worker; in this build Open always fails.
 type Node struct{}
 
@@ -42,7 +44,7 @@ func (*Endpoint) Close() error { return ErrNotSupported }
 func (*Endpoint) Unpack([]byte) (*RKey, error) { return nil, ErrNotSupported }
 
 // Get returns ErrNotSupported.
-func (*Endpoint) Get(*RKey, uint64, []byte) error { return ErrNotSupported }
+func (*Endpoint) Get(context.Context, *RKey, uint64, []byte) error { return ErrNotSupported }
 
 // Close implements io.Closer.
 func (*Mapping) Close() error { return ErrNotSupported }

@@ -22,6 +22,8 @@ const char *flx_strerror(int code) {
   case FLX_ETOOBIG: return "FLX_ETOOBIG: too big";
   case FLX_ENOTSUP: return "FLX_ENOTSUP: not supported on this host";
   case FLX_ENODEV: return "FLX_ENODEV: no device";
+  case FLX_ETIMEDOUT: return "FLX_ETIMEDOUT: deadline passed";
+  case FLX_ECANCELED: return "FLX_ECANCELED: cancelled";
   default: return "FLX_E?: unknown error code";
   }
 }

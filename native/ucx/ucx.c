@@ -20,6 +20,8 @@ struct flx_ucx_node {
   int efd;
   pthread_t thread;
   atomic_int stop;
+  pthread_mutex_t mu;      /* guards abandoned */
+  struct get_op *abandoned; /* gets whose callers gave up (see flx_ucx_get) */
 };
 
 struct flx_ucx_ep {
@@ -27,6 +29,11 @@ struct flx_ucx_ep {
   ucp_ep_h ep;
   atomic_int failed;
   int peer_errors; /* created with UCP_ERR_HANDLING_MODE_PEER */
+  /* Held for reading while a get is submitted, for writing while ep is
+   * closed: a get that gives up closes ep under the others' feet. */
+  pthread_rwlock_t lock;
+  int closed; /* ep is closed already (a get gave up); under lock */
+  int parked; /* a get was abandoned on ep: closing it is left to the node */
 };
 
 struct flx_ucx_mem {
@@ -45,6 +52,17 @@ typedef struct {
   int done;
   ucs_status_t status;
 } flx_ucx_wait;
+
+/* A get's state. On the caller's stack, except for a get into a bounce
+ * buffer (see flx_ucx_get), which lives on the heap so that it can complete
+ * after its caller gave up on it: its callback frees it then. */
+typedef struct get_op {
+  flx_ucx_wait w;
+  int abandoned; /* under w.mu: the caller returned */
+  flx_ucx_node *node;
+  void *bounce;
+  struct get_op *prev, *next; /* in node->abandoned, under node->mu */
+} get_op;
 
 static int ucx_code(ucs_status_t s) { return s == UCS_OK ? FLX_OK : FLX_UCX_STATUS_BASE + (int)s; }
 
@@ -87,6 +105,7 @@ int flx_ucx_node_open(flx_ucx_node **out) {
   flx_ucx_node *n = calloc(1, sizeof(*n));
   if (!n) return FLX_ENOMEM;
   n->efd = -1;
+  pthread_mutex_init(&n->mu, NULL);
   ucp_config_t *cfg = NULL;
   ucs_status_t s = ucp_config_read(NULL, NULL, &cfg);
   if (s != UCS_OK) goto fail;
@@ -126,8 +145,16 @@ int flx_ucx_node_open(flx_ucx_node **out) {
 fail:
   if (n->worker) ucp_worker_destroy(n->worker);
   if (n->ctx) ucp_cleanup(n->ctx);
+  pthread_mutex_destroy(&n->mu);
   free(n);
   return ucx_code(s);
+}
+
+static void free_op(get_op *op) {
+  pthread_cond_destroy(&op->w.cv);
+  pthread_mutex_destroy(&op->w.mu);
+  free(op->bounce);
+  free(op);
 }
 
 void flx_ucx_node_close(flx_ucx_node *n) {
@@ -137,8 +164,16 @@ void flx_ucx_node_close(flx_ucx_node *n) {
     (void)ucp_worker_signal(n->worker);
     pthread_join(n->thread, NULL);
   }
+  /* Destroying the worker destroys the eps left to it (parked) and may
+   * complete their abandoned gets; what it does not complete is freed. */
   ucp_worker_destroy(n->worker);
   ucp_cleanup(n->ctx);
+  while (n->abandoned) {
+    get_op *op = n->abandoned;
+    n->abandoned = op->next;
+    free_op(op);
+  }
+  pthread_mutex_destroy(&n->mu);
   free(n);
 }
 
@@ -171,6 +206,7 @@ int flx_ucx_ep_open(flx_ucx_node *n, const void *addr, size_t len, flx_ucx_ep **
   flx_ucx_ep *e = calloc(1, sizeof(*e));
   if (!e) return FLX_ENOMEM;
   e->node = n;
+  pthread_rwlock_init(&e->lock, NULL);
   ucp_ep_params_t p;
   memset(&p, 0, sizeof(p));
   p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
@@ -191,6 +227,7 @@ int flx_ucx_ep_open(flx_ucx_node *n, const void *addr, size_t len, flx_ucx_ep **
     s = ucp_ep_create(n->worker, &p, &e->ep);
   }
   if (s != UCS_OK) {
+    pthread_rwlock_destroy(&e->lock);
     free(e);
     return ucx_code(s);
   }
@@ -232,22 +269,38 @@ static ucs_status_t wait_req(ucs_status_ptr_t req, flx_ucx_wait *w) {
   return s;
 }
 
-void flx_ucx_ep_close(flx_ucx_ep *e) {
-  if (!e) return;
+/* Closes e->ep, once. Forced where UCX allows it (peer error handling): a
+ * forced close never waits on a peer that may be dead or stopped, and it
+ * completes every operation still outstanding on the ep with an error, so
+ * a get's dst is not written after the close returns. Caller holds
+ * e->lock for writing. */
+static void ep_close_locked(flx_ucx_ep *e) {
+  if (e->closed) return;
+  e->closed = 1;
+  atomic_store(&e->failed, 1);
   flx_ucx_wait w;
   wait_init(&w);
   ucp_request_param_t p;
   memset(&p, 0, sizeof(p));
   p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-  /* Callers close an ep with nothing in flight, so there is nothing to
-   * flush: force the close where UCX allows it (peer error handling), which
-   * never waits on a peer that may be dead. */
   p.flags = e->peer_errors ? UCP_EP_CLOSE_FLAG_FORCE : 0;
   p.cb.send = op_done;
   p.user_data = &w;
   ucs_status_t s = wait_req(ucp_ep_close_nbx(e->ep, &p), &w);
   (void)s; /* the ep is gone either way */
   wait_fini(&w);
+}
+
+void flx_ucx_ep_close(flx_ucx_ep *e) {
+  if (!e) return;
+  pthread_rwlock_wrlock(&e->lock);
+  /* An abandoned get may still complete on a parked ep: UCX must keep it
+   * until the node closes (a plain close would wait on the peer, a forced
+   * one would free what the get refers to). */
+  if (e->parked) e->closed = 1;
+  ep_close_locked(e);
+  pthread_rwlock_unlock(&e->lock);
+  pthread_rwlock_destroy(&e->lock);
   free(e);
 }
 
@@ -313,19 +366,154 @@ void flx_ucx_rkey_destroy(flx_ucx_rkey *rk) {
   free(rk);
 }
 
-int flx_ucx_get(flx_ucx_ep *e, flx_ucx_rkey *rk, uint64_t raddr, void *dst, size_t len) {
+/* Slice of a wait that also watches a cancel flag: how late a cancel is
+ * noticed. A get that completes wakes its waiter at once, whatever this is. */
+#define CANCEL_POLL_NS 1000000ull
+
+/* Waits for w until it is done, deadline (CLOCK_MONOTONIC ns; 0: none)
+ * passes or *cancel becomes nonzero. Returns FLX_OK when done, else
+ * FLX_ETIMEDOUT or FLX_ECANCELED. */
+static int wait_until(flx_ucx_wait *w, uint64_t deadline, const int *cancel) {
+  int rc = FLX_OK;
+  pthread_mutex_lock(&w->mu);
+  while (!w->done) {
+    if (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
+      rc = FLX_ECANCELED;
+      break;
+    }
+    uint64_t now = now_ns();
+    if (deadline && now >= deadline) {
+      rc = FLX_ETIMEDOUT;
+      break;
+    }
+    if (!deadline && !cancel) {
+      pthread_cond_wait(&w->cv, &w->mu);
+      continue;
+    }
+    uint64_t until = deadline ? deadline : UINT64_MAX;
+    if (cancel && until - now > CANCEL_POLL_NS) until = now + CANCEL_POLL_NS;
+    /* The condvar waits on CLOCK_REALTIME: convert the remaining time. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (until - now);
+    ts.tv_sec = (time_t)(at / 1000000000ull);
+    ts.tv_nsec = (long)(at % 1000000000ull);
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return rc;
+}
+
+static void get_done(void *req, ucs_status_t status, void *user) {
+  get_op *op = user;
+  ucp_request_free(req);
+  pthread_mutex_lock(&op->w.mu);
+  if (!op->abandoned) {
+    op->w.status = status;
+    op->w.done = 1;
+    pthread_cond_signal(&op->w.cv);
+    pthread_mutex_unlock(&op->w.mu);
+    return;
+  }
+  pthread_mutex_unlock(&op->w.mu);
+  flx_ucx_node *n = op->node;
+  pthread_mutex_lock(&n->mu);
+  if (op->prev)
+    op->prev->next = op->next;
+  else
+    n->abandoned = op->next;
+  if (op->next) op->next->prev = op->prev;
+  pthread_mutex_unlock(&n->mu);
+  free_op(op);
+}
+
+/* Gives a bounce get up unless it completed meanwhile: its callback frees
+ * it later (or flx_ucx_node_close does). Returns whether it was abandoned. */
+static int abandon(get_op *op) {
+  pthread_mutex_lock(&op->w.mu);
+  int gone = !op->w.done;
+  if (gone) {
+    op->abandoned = 1;
+    /* Listed before w.mu is released, so that get_done finds it listed. */
+    flx_ucx_node *n = op->node;
+    pthread_mutex_lock(&n->mu);
+    op->prev = NULL;
+    op->next = n->abandoned;
+    if (n->abandoned) n->abandoned->prev = op;
+    n->abandoned = op;
+    pthread_mutex_unlock(&n->mu);
+  }
+  pthread_mutex_unlock(&op->w.mu);
+  return gone;
+}
+
+/* Two ways to give up a get, since UCX cannot cancel one and dst must not
+ * be written after flx_ucx_get returns:
+ *  - an ep with peer error handling is force-closed, which completes its
+ *    outstanding gets with an error; the get read straight into dst;
+ *  - an ep without (UCX 1.13 over shared memory alone) cannot be forced:
+ *    its close waits on the peer and leaves gets outstanding. A get there
+ *    that may give up (a timeout or a cancel flag) reads into a bounce
+ *    buffer on the heap, copied to dst on success; given up, it is left to
+ *    complete or to die with the node, and the ep is parked. */
+int flx_ucx_get(flx_ucx_ep *e, flx_ucx_rkey *rk, uint64_t raddr, void *dst, size_t len, uint64_t timeout_ns,
+                const int *cancel) {
   if (!e || !rk || (!dst && len)) return FLX_EINVAL;
   if (len == 0) return FLX_OK;
-  if (atomic_load(&e->failed)) return ucx_code(UCS_ERR_CONNECTION_RESET);
-  flx_ucx_wait w;
-  wait_init(&w);
+  uint64_t deadline = timeout_ns ? now_ns() + timeout_ns : 0;
+  int bounced = (timeout_ns || cancel) && !e->peer_errors;
+  get_op stack_op;
+  get_op *op = &stack_op;
+  memset(op, 0, sizeof(*op));
+  if (bounced) {
+    op = calloc(1, sizeof(*op));
+    if (op) op->bounce = malloc(len);
+    if (!op || !op->bounce) {
+      free(op);
+      return FLX_ENOMEM;
+    }
+  }
+  wait_init(&op->w);
+  op->node = e->node;
   ucp_request_param_t p;
   memset(&p, 0, sizeof(p));
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-  p.cb.send = op_done;
-  p.user_data = &w;
-  ucs_status_t s = wait_req(ucp_get_nbx(e->ep, dst, len, raddr, rk->rkey, &p), &w);
-  /* A get completes once its bytes are in dst: no flush is needed. */
-  wait_fini(&w);
-  return ucx_code(s);
+  p.cb.send = get_done;
+  p.user_data = op;
+  ucs_status_t s = UCS_ERR_CONNECTION_RESET;
+  int rc = FLX_OK;
+  pthread_rwlock_rdlock(&e->lock);
+  if (e->closed || atomic_load(&e->failed)) {
+    pthread_rwlock_unlock(&e->lock);
+    goto out;
+  }
+  ucs_status_ptr_t req = ucp_get_nbx(e->ep, bounced ? op->bounce : dst, len, raddr, rk->rkey, &p);
+  pthread_rwlock_unlock(&e->lock);
+  if (req == NULL || UCS_PTR_IS_ERR(req)) {
+    s = UCS_PTR_STATUS(req);
+    goto out;
+  }
+  rc = wait_until(&op->w, deadline, cancel);
+  if (rc != FLX_OK && bounced && abandon(op)) {
+    pthread_rwlock_wrlock(&e->lock);
+    e->parked = 1;
+    atomic_store(&e->failed, 1);
+    pthread_rwlock_unlock(&e->lock);
+    return rc;
+  }
+  if (rc != FLX_OK && !bounced) {
+    pthread_rwlock_wrlock(&e->lock);
+    ep_close_locked(e);
+    pthread_rwlock_unlock(&e->lock);
+  }
+  s = wait_req(req, &op->w);
+  if (s == UCS_OK) rc = FLX_OK; /* it finished while we gave up */
+  /* A get completes once its bytes are in its buffer: no flush is needed. */
+  if (s == UCS_OK && bounced) memcpy(dst, op->bounce, len);
+out:
+  if (bounced)
+    free_op(op);
+  else
+    wait_fini(&op->w);
+  return rc != FLX_OK ? rc : ucx_code(s);
 }

@@ -30,6 +30,8 @@ enum flx_err {
   FLX_ETOOBIG = -10,    /* request larger than the structure can ever hold */
   FLX_ENOTSUP = -11,    /* feature or device not available on this host */
   FLX_ENODEV = -12,     /* no RDMA (or other) device on this host, or none usable */
+  FLX_ETIMEDOUT = -13,  /* an operation's deadline passed before it completed */
+  FLX_ECANCELED = -14,  /* the caller cancelled an operation before it completed */
 };
 
 /* Returns a static, human-readable name for an flx_err code ("FLX_ENOMEM"). */

@@ -56,7 +56,8 @@ int flx_ucx_node_address(flx_ucx_node *n, void *buf, size_t cap, size_t *len);
  * a UCX status; over shared memory alone (UCX 1.13) they cannot, and a read
  * from a peer that died mid-read waits for the caller to close the ep. */
 int flx_ucx_ep_open(flx_ucx_node *n, const void *addr, size_t len, flx_ucx_ep **out);
-/* Closes the ep and frees it. No get may be in flight on it. */
+/* Closes the ep (unless a get closed it) and frees it. No get may be in
+ * flight on it. */
 void flx_ucx_ep_close(flx_ucx_ep *ep);
 
 /* Maps [addr, addr+len) for remote access and returns a handle. */
@@ -70,9 +71,18 @@ int flx_ucx_rkey_unpack(flx_ucx_ep *ep, const void *buf, size_t len, flx_ucx_rke
 void flx_ucx_rkey_destroy(flx_ucx_rkey *rk);
 
 /* Reads len bytes at the peer's address raddr (inside the mapping rk came
- * from) into dst, and waits until they are there or the read failed. dst
- * needs no mapping: UCX registers or bounces it as its transport needs. */
-int flx_ucx_get(flx_ucx_ep *ep, flx_ucx_rkey *rk, uint64_t raddr, void *dst, size_t len);
+ * from) into dst, and waits until they are there, the read failed, the
+ * timeout passed (timeout_ns; 0: none) or *cancel became nonzero (cancel
+ * may be NULL; it is read atomically about every millisecond). dst needs no
+ * mapping: UCX registers or bounces it as its transport needs.
+ *
+ * UCX cannot cancel a get, so a get that gives up (FLX_ETIMEDOUT,
+ * FLX_ECANCELED) closes the ep, forced where the ep has peer error
+ * handling, and waits for UCX to complete the get with an error: dst is
+ * never written after this returns. The ep's other gets fail with it, and
+ * so do later ones; the caller closes the ep and opens a new one. */
+int flx_ucx_get(flx_ucx_ep *ep, flx_ucx_rkey *rk, uint64_t raddr, void *dst, size_t len, uint64_t timeout_ns,
+                const int *cancel);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,9 @@ import (
 // setting gets its own process. tcp is the path between hosts (and network
 // namespaces); sm,self the one-host path.
 func TestMain(m *testing.M) {
+	if os.Getenv(ownerEnv) != "" {
+		os.Exit(ownerMain())
+	}
 	if os.Getenv("UCX_TLS") != "" {
 		os.Exit(m.Run())
 	}

@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fluxon-dev/fluxon/cgo/core"
 	cucx "github.com/fluxon-dev/fluxon/cgo/ucx"
 	"github.com/fluxon-dev/fluxon/services/transport"
 	"github.com/fluxon-dev/fluxon/services/transport/tcp"
@@ -430,10 +431,11 @@ func ctxErr(ctx context.Context) error {
 	return fmt.Errorf("transport: bulk read: %w", ctx.Err())
 }
 
-// ReadRemote implements transport.Conn. A cancel during the get itself
-// takes effect when the get ends (UCX cannot cancel a get, and dst must
-// not be written after ReadRemote returns); a get is bounded by its
-// length and the link, and fails when UCX finds the peer dead.
+// ReadRemote implements transport.Conn. The get gives up when ctx is
+// done, and at the latest after the lease TTL, past which the owner may
+// have unmapped the range: it never waits on a stalled peer or lane for
+// ever. UCX cannot cancel a get, so giving up closes the endpoint (dst is
+// not written after ReadRemote returns); the next read connects again.
 func (c *conn) ReadRemote(ctx context.Context, ref transport.RemoteRef, dst []byte) error {
 	if uint64(len(dst)) != ref.Length {
 		return fmt.Errorf("%w: dst of %d bytes for a range of %d (%s)", transport.ErrInvalid, len(dst), ref.Length, ref)
@@ -468,27 +470,71 @@ func (c *conn) ReadRemote(ctx context.Context, ref transport.RemoteRef, dst []by
 		return nil // nothing was mapped, nothing to release
 	}
 	defer c.releaseLease(req[:16])
+	gctx, cancel := context.WithTimeout(ctx, c.t.opts.LeaseTTL)
+	defer cancel()
+	err = c.get(gctx, ep, binary.LittleEndian.Uint64(resp), resp[8:], dst)
+	switch {
+	case err == nil:
+		if ctx.Err() != nil {
+			return ctxErr(ctx)
+		}
+		return nil
+	case errors.Is(err, errGaveUp):
+		c.dropEndpoint(ep)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: ucx get %s from %s", ctxErr(ctx), ref, c.RemoteAddr())
+		}
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) { // C's clock ran out before ctx's timer fired
+			return fmt.Errorf("%w: bulk read: %w: ucx get %s from %s", transport.ErrTimeout, context.DeadlineExceeded,
+				ref, c.RemoteAddr())
+		}
+		return fmt.Errorf("%w: ucx get %s from %s: no reply within the lease TTL %v", transport.ErrTimeout, ref,
+			c.RemoteAddr(), c.t.opts.LeaseTTL)
+	case c.Err() != nil:
+		return fmt.Errorf("%w: ucx get %s: %w (%w)", transport.ErrPeerGone, ref, err, c.Err())
+	default:
+		return fmt.Errorf("%w: ucx get %s: %w", transport.ErrPeerGone, ref, err)
+	}
+}
+
+// testHookBeforeGet, when set by a test, runs after the lease and before
+// the get.
+var testHookBeforeGet func()
+
+// errGaveUp marks a get that ended because its context did.
+var errGaveUp = errors.New("ucx get gave up")
+
+// get reads the leased range at raddr (rkey: its packed key) into dst.
+func (c *conn) get(ctx context.Context, ep *cucx.Endpoint, raddr uint64, rkey, dst []byte) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed || c.ep != ep {
 		return fmt.Errorf("%w: ucx connection closed", transport.ErrClosed)
 	}
-	rk, err := ep.Unpack(resp[8:])
+	rk, err := ep.Unpack(rkey)
 	if err != nil {
 		return fmt.Errorf("%w: ucx rkey from %s: %w", transport.ErrInvalid, c.RemoteAddr(), err)
 	}
-	err = ep.Get(rk, binary.LittleEndian.Uint64(resp), dst)
+	if testHookBeforeGet != nil {
+		testHookBeforeGet()
+	}
+	err = ep.Get(ctx, rk, raddr, dst)
 	_ = rk.Close()
-	if err != nil {
-		if c.Err() != nil {
-			return fmt.Errorf("%w: ucx get %s: %w (%w)", transport.ErrPeerGone, ref, err, c.Err())
-		}
-		return fmt.Errorf("%w: ucx get %s: %w", transport.ErrPeerGone, ref, err)
+	if errors.Is(err, &core.Error{Code: core.ETIMEDOUT}) || errors.Is(err, &core.Error{Code: core.ECANCELED}) {
+		return fmt.Errorf("%w: %w", errGaveUp, err)
 	}
-	if ctx.Err() != nil {
-		return ctxErr(ctx)
+	return err
+}
+
+// dropEndpoint closes ep, which a get that gave up left unusable, so that
+// the next read connects again.
+func (c *conn) dropEndpoint(ep *cucx.Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ep == ep {
+		_ = ep.Close()
+		c.ep = nil
 	}
-	return nil
 }
 
 func (c *conn) releaseLease(key []byte) {
