@@ -81,6 +81,14 @@ type Stream struct {
 	// for TLS). Without it, abandoning a bulk read in the middle of a frame
 	// closes the connection.
 	ResumableDeadlines bool
+	// TryRead, when set with a positive SpinWait, reads without ever
+	// blocking (0, nil when nothing is there; io.EOF at the end). The
+	// connection then busy-polls: its reader retries TryRead for SpinWait
+	// after the last bytes before it blocks in Conn.Read, and a caller of
+	// Request reads its reply itself (see lead.go). The tcp busy_poll
+	// reactor sets both.
+	TryRead  func(p []byte) (int, error)
+	SpinWait time.Duration
 }
 
 // Conn is one side of a connection. The dialer's side implements
@@ -95,6 +103,7 @@ type Conn struct {
 	client bool
 	h      transport.Handler
 	inline transport.InlineHandler // h, if it serves some paths inline
+	paths  map[string]string       // request paths seen (internPath)
 	// peerMax is the largest message the peer accepts.
 	peerMax uint64
 	onDone  func(*Conn)
@@ -132,15 +141,27 @@ type Conn struct {
 	readerStalled atomic.Bool
 
 	oneway chan onewayMsg
+
+	// lead: a busy-polling dialer's callers may read their replies
+	// themselves (lead.go); nil otherwise. atBoundary is set by the reader
+	// goroutine while it waits for a frame header (where it may yield).
+	lead       *lead
+	atBoundary bool
 }
 
 // call is a request or bulk read this side is waiting on.
 type call struct {
-	id   uint64
-	done chan struct{}
+	id uint64
+	// done is closed once the call completed; the first waiter makes it
+	// (wait), so a caller that reads its own reply (a leader) never does.
+	done atomic.Pointer[chan struct{}]
+	// fin is set just before done is closed, for a leader that polls it.
+	fin  atomic.Bool
 	resp []byte
 	err  error
 	g    outGroup
+	// small holds a small request's frame (see send): an allocation less.
+	small [smallFrame]byte
 
 	// multi-frame response assembly (reader goroutine only)
 	assembling bool
@@ -171,6 +192,10 @@ type inbound struct {
 	cancel   context.CancelFunc
 	canceled bool
 	group    *outGroup
+	// unlisted: served inline and not in the inbound table (see deliver)
+	unlisted bool
+	// small holds a small request's body (see onRequest)
+	small [smallFrame]byte
 }
 
 type onewayMsg struct {
@@ -196,6 +221,9 @@ func newConn(s Stream, local transport.Identity, opts transport.Options, client 
 	if c.read == nil {
 		c.read = s.Conn.Read
 	}
+	if s.TryRead != nil && s.SpinWait > 0 {
+		c.read = c.spinRead
+	}
 	c.wq = newWriteQueue(opts.MaxQueuedBytes, s.TryWrite, &c.txProgress)
 	c.local.Protocol = transport.ProtocolVersion
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -209,6 +237,8 @@ func (c *Conn) start() {
 	if !c.client {
 		c.oneway = make(chan onewayMsg, onewayQueueLen)
 		go c.onewayLoop()
+	} else if c.s.TryRead != nil && c.s.SpinWait > 0 {
+		c.lead = newLead()
 	}
 	go c.readLoop()
 	go c.writeLoop()
@@ -328,9 +358,35 @@ func (c *Conn) protocolError(err error) {
 	c.fail(err)
 }
 
+// smallFrame bounds a request frame built inside its call.
+const smallFrame = 256
+
+// closedChan stands for a call's done channel when the call completed
+// before anyone waited.
+var closedChan = func() *chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return &ch
+}()
+
 func (cl *call) complete(resp []byte, err error) {
 	cl.resp, cl.err = resp, err
-	close(cl.done)
+	cl.fin.Store(true)
+	if p := cl.done.Swap(closedChan); p != nil {
+		close(*p)
+	}
+}
+
+// wait returns a channel closed once the call completed.
+func (cl *call) wait() <-chan struct{} {
+	if p := cl.done.Load(); p != nil {
+		return *p
+	}
+	ch := make(chan struct{})
+	if cl.done.CompareAndSwap(nil, &ch) {
+		return ch
+	}
+	return *cl.done.Load() // completed meanwhile
 }
 
 // takeCall removes the call id from the table; false if it already
@@ -395,12 +451,21 @@ func (c *Conn) Request(ctx context.Context, path string, payload []byte) ([]byte
 	if err != nil {
 		return nil, err
 	}
+	if c.lead != nil {
+		if c.tryLead() {
+			if c.leadFor(ctx, cl) {
+				return cl.resp, cl.err // fin, set after them, orders them
+			}
+		} else {
+			c.ensureReader()
+		}
+	}
 	select {
-	case <-cl.done:
+	case <-cl.wait():
 		return cl.resp, cl.err
 	case <-ctx.Done():
 		if _, ok := c.takeCall(cl.id); !ok {
-			<-cl.done // completed meanwhile
+			<-cl.wait() // completed meanwhile
 			return cl.resp, cl.err
 		}
 		c.cancelStream(cl.id, &cl.g)
@@ -430,13 +495,18 @@ func (c *Conn) send(ctx context.Context, path string, payload []byte, oneway boo
 	}
 	cl := &call{id: c.nextID.Add(1)}
 	if !oneway {
-		cl.done = make(chan struct{})
 		if err := c.register(cl); err != nil {
 			return nil, err
 		}
 	}
 	headLen := transport.HeaderSize + transport.RequestHeadSize + len(path)
-	head := transport.AppendRequestHead(make([]byte, transport.HeaderSize, headLen+inlineBody(headLen, payload)), transport.RequestHead{
+	var buf []byte
+	if n := headLen + inlineBody(headLen, payload); n <= smallFrame {
+		buf = cl.small[:transport.HeaderSize] // the frame lives as long as cl
+	} else {
+		buf = make([]byte, transport.HeaderSize, n)
+	}
+	head := transport.AppendRequestHead(buf, transport.RequestHead{
 		Budget: budget(ctx), Total: uint64(len(payload)), Path: path,
 	})
 	var flags transport.Flags
@@ -475,7 +545,7 @@ func (c *Conn) ReadRemote(ctx context.Context, ref transport.RemoteRef, dst []by
 	if ctx.Err() != nil {
 		return ctxErr(ctx, "bulk read")
 	}
-	cl := &call{id: c.nextID.Add(1), done: make(chan struct{}), bulk: true, dst: dst}
+	cl := &call{id: c.nextID.Add(1), bulk: true, dst: dst}
 	if err := c.register(cl); err != nil {
 		return err
 	}
@@ -490,12 +560,15 @@ func (c *Conn) ReadRemote(ctx context.Context, ref transport.RemoteRef, dst []by
 		}
 		return c.closedErr()
 	}
+	if c.lead != nil {
+		c.ensureReader()
+	}
 	select {
-	case <-cl.done:
+	case <-cl.wait():
 		return cl.err
 	case <-ctx.Done():
 		if _, ok := c.takeCall(cl.id); !ok {
-			<-cl.done
+			<-cl.wait()
 			return cl.err
 		}
 		c.cancelStream(cl.id, &cl.g)
@@ -634,6 +707,9 @@ func (c *Conn) keepalive() {
 			return
 		case <-t.C:
 		}
+		if c.lead != nil {
+			c.ensureReader() // the role may be free with frames waiting
+		}
 		p := progress()
 		if p != last || c.readerStalled.Load() {
 			last, idle = p, 0
@@ -766,6 +842,12 @@ func (c *Conn) finishInbound(id uint64, in *inbound, frames []outFrame, g *outGr
 		}
 	}
 	c.mu.Lock()
+	if in.unlisted && g != nil && c.inbound != nil {
+		// A reply in several writes can be cut short by a cancel, which
+		// finds the stream here.
+		c.inbound[id] = in
+		in.unlisted = false
+	}
 	canceled := in.canceled || c.inbound == nil
 	in.group = g
 	c.mu.Unlock()
@@ -780,11 +862,13 @@ func (c *Conn) finishInbound(id uint64, in *inbound, frames []outFrame, g *outGr
 }
 
 func (c *Conn) forgetInbound(id uint64, in *inbound) {
-	c.mu.Lock()
-	if c.inbound != nil && c.inbound[id] == in {
-		delete(c.inbound, id)
+	if !in.unlisted {
+		c.mu.Lock()
+		if c.inbound != nil && c.inbound[id] == in {
+			delete(c.inbound, id)
+		}
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	if in.cancel != nil {
 		in.cancel()
 	}

@@ -24,17 +24,37 @@ func (c *Conn) rawRead(p []byte) (int, error) {
 	return 0, err
 }
 
-// fill makes at least n (≤ len(rb)) bytes available in rb[r:w].
-func (c *Conn) fill(n int) error {
-	if c.w-c.r >= n {
-		return nil
-	}
+// makeRoom moves rb[r:w] so that n bytes fit after r.
+func (c *Conn) makeRoom(n int) {
 	if c.r == c.w {
 		c.r, c.w = 0, 0
 	} else if len(c.rb)-c.r < n {
 		c.w = copy(c.rb, c.rb[c.r:c.w])
 		c.r = 0
 	}
+}
+
+// tryFill is fill without blocking: one TryRead at most. True when n
+// bytes are available.
+func (c *Conn) tryFill(n int) (bool, error) {
+	if c.w-c.r >= n {
+		return true, nil
+	}
+	c.makeRoom(n)
+	m, err := c.s.TryRead(c.rb[c.w:])
+	if m > 0 {
+		c.rxProgress.Add(1)
+		c.w += m
+	}
+	return c.w-c.r >= n, err
+}
+
+// fill makes at least n (≤ len(rb)) bytes available in rb[r:w].
+func (c *Conn) fill(n int) error {
+	if c.w-c.r >= n {
+		return nil
+	}
+	c.makeRoom(n)
 	for c.w-c.r < n {
 		m, err := c.rawRead(c.rb[c.w:])
 		c.w += m
@@ -111,6 +131,9 @@ func (c *Conn) truncated(err error, where string) error {
 // readHeader reads and validates the next frame header.
 func (c *Conn) readHeader() (transport.Header, error) {
 	if err := c.fill(transport.HeaderSize); err != nil {
+		if err == errYield {
+			return transport.Header{}, err
+		}
 		if isEOF(err) && c.w == c.r {
 			c.mu.Lock()
 			bye := c.peerBye
@@ -139,7 +162,15 @@ func (c *Conn) readHeader() (transport.Header, error) {
 // readLoop goroutine already owns the reader state.
 func (c *Conn) readLoop() {
 	for {
+		c.atBoundary = c.lead != nil
 		h, err := c.readHeader()
+		c.atBoundary = false
+		if err == errYield {
+			if !c.yieldToLeader() {
+				return
+			}
+			continue
+		}
 		if err == nil {
 			err = c.dispatch(h)
 		}
@@ -147,13 +178,21 @@ func (c *Conn) readLoop() {
 			return
 		}
 		if err != nil {
-			if errors.Is(err, transport.ErrProtocol) && !errors.Is(err, transport.ErrPeerGone) {
-				c.protocolError(err)
-			} else {
-				c.fail(err)
-			}
+			c.readFailed(err)
 			return
 		}
+		if c.lead != nil && !c.idle() {
+			return
+		}
+	}
+}
+
+// readFailed ends the connection after a read or a frame went wrong.
+func (c *Conn) readFailed(err error) {
+	if errors.Is(err, transport.ErrProtocol) && !errors.Is(err, transport.ErrPeerGone) {
+		c.protocolError(err)
+	} else {
+		c.fail(err)
 	}
 }
 
@@ -263,7 +302,7 @@ func (c *Conn) onRequest(h transport.Header) error {
 	if err != nil {
 		return err
 	}
-	head.Path = string(p)
+	head.Path = c.internPath(p)
 	part := uint64(h.Length) - transport.RequestHeadSize - uint64(pathLen)
 	if head.Total > c.opts.MaxMessageSize {
 		return transport.ProtocolTooLarge("request of %d bytes, this side accepts %d (announced in the handshake)", head.Total, c.opts.MaxMessageSize)
@@ -278,12 +317,16 @@ func (c *Conn) onRequest(h transport.Header) error {
 	if dup {
 		return protoErr("request on stream %d, which is still in use", h.Stream)
 	}
-	// Sized by the bytes at hand, not by the total the frame claims.
-	body := grow(nil, part, head.Total)[:part]
-	if _, err := c.readFull(body, nil); err != nil {
+	in := &inbound{head: head, oneway: h.Flags&transport.FlagOneWay != 0, got: part}
+	if !more && part <= smallFrame {
+		in.body = in.small[:part:part] // the body lives as long as in
+	} else {
+		// Sized by the bytes at hand, not by the total the frame claims.
+		in.body = grow(nil, part, head.Total)[:part]
+	}
+	if _, err := c.readFull(in.body, nil); err != nil {
 		return c.truncated(err, "payload")
 	}
-	in := &inbound{head: head, oneway: h.Flags&transport.FlagOneWay != 0, body: body, got: part}
 	if more {
 		in.assembling = true
 		c.mu.Lock()
@@ -294,6 +337,26 @@ func (c *Conn) onRequest(h transport.Header) error {
 		return nil
 	}
 	return c.deliver(h.Stream, in)
+}
+
+// maxInternedPaths bounds a connection's table of request paths.
+const maxInternedPaths = 64
+
+// internPath returns p as a string, from a small per-connection table so
+// that the paths a connection sees again and again cost no allocation.
+// Only the reader goroutine calls it.
+func (c *Conn) internPath(p []byte) string {
+	if s, ok := c.paths[string(p)]; ok {
+		return s
+	}
+	s := string(p)
+	if len(c.paths) < maxInternedPaths {
+		if c.paths == nil {
+			c.paths = make(map[string]string)
+		}
+		c.paths[s] = s
+	}
+	return s
 }
 
 // deliver hands a complete request to its handler.
@@ -317,6 +380,24 @@ func (c *Conn) deliver(id uint64, in *inbound) error {
 		}
 		return nil
 	}
+	if c.inline != nil && c.inline.ServesInline(in.head.Path) {
+		// Served on this goroutine before the next frame is read, so no
+		// cancel for it can arrive meanwhile: it stays out of the inbound
+		// table (finishInbound lists a reply that goes out in several
+		// writes, which a cancel may cut short), and without a deadline
+		// its context is the connection's, which ends with it.
+		ctx, cancel := c.ctx, context.CancelFunc(nil)
+		if in.head.Budget > 0 {
+			ctx, cancel = context.WithTimeout(c.ctx, in.head.Budget)
+		}
+		in.assembling = false
+		in.cancel = cancel
+		in.unlisted = true
+		body := in.body
+		in.body = nil
+		c.serveRequest(ctx, id, in, in.head.Path, body) // no hand-off at all
+		return nil
+	}
 	ctx, cancel := c.handlerContext(in.head.Budget)
 	c.mu.Lock()
 	if c.inbound == nil {
@@ -330,10 +411,6 @@ func (c *Conn) deliver(id uint64, in *inbound) error {
 	c.mu.Unlock()
 	body := in.body
 	in.body = nil
-	if c.inline != nil && c.inline.ServesInline(in.head.Path) {
-		c.serveRequest(ctx, id, in, in.head.Path, body) // no hand-off at all
-		return nil
-	}
 	return c.serveHere(func() { c.serveRequest(ctx, id, in, in.head.Path, body) })
 }
 

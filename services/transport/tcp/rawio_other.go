@@ -5,12 +5,11 @@ package tcp
 import (
 	"errors"
 	"net"
-	"time"
 )
 
 const busyPollSupported = false
 
-func busyPollReader(*net.TCPConn, time.Duration) (func([]byte) (int, error), error) {
+func tryReader(*net.TCPConn) (func([]byte) (int, error), error) {
 	return nil, errors.New("tcp transport: busy_poll is not supported on this platform")
 }
 

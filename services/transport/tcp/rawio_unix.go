@@ -7,81 +7,56 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"syscall"
-	"time"
 )
 
 const busyPollSupported = true
 
-// pollReader is a busy_poll connection's read function. Only the
-// connection's reader goroutine calls it.
-type pollReader struct {
-	rc   syscall.RawConn
-	spin time.Duration
-	// try is r.attempt, bound once so that reads do not allocate.
+// rawReader is a busy_poll connection's TryRead: one non-blocking read(2)
+// on the raw fd (framed does the spinning). Only the goroutine that holds
+// the connection's reading role calls it.
+type rawReader struct {
+	rc  syscall.RawConn
 	try func(fd uintptr) bool
 	p   []byte
 	n   int
 	err error
 }
 
-func busyPollReader(tc *net.TCPConn, spin time.Duration) (func([]byte) (int, error), error) {
+func tryReader(tc *net.TCPConn) (func([]byte) (int, error), error) {
 	rc, err := tc.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("tcp transport: busy_poll needs the raw socket: %w", err)
 	}
-	r := &pollReader{rc: rc, spin: spin}
+	r := &rawReader{rc: rc}
 	r.try = r.attempt
 	return r.read, nil
 }
 
-// attempt retries a non-blocking read until it returns data, EOF or an
-// error, or until the spin is over; false hands the wait to the netpoller
-// (which honours read deadlines), after which it is called again.
-func (r *pollReader) attempt(fd uintptr) bool {
-	var start time.Time
+func (r *rawReader) attempt(fd uintptr) bool {
 	for {
 		r.n, r.err = syscall.Read(int(fd), r.p)
-		switch r.err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-		default:
-			return true
+		if r.err != syscall.EINTR {
+			return true // done, whatever happened: never wait
 		}
-		now := time.Now()
-		if start.IsZero() {
-			start = now
-		} else if now.Sub(start) >= r.spin {
-			return false
-		}
-		// Let other goroutines of this P run between attempts: on a busy
-		// process the spin then costs latency to nobody. (A pure spin
-		// holding the P was 4x slower on 2 processors. Capping the number
-		// of spinners was worse still: while some goroutine spins, Go's
-		// schedulers always find it runnable and skip polling the network,
-		// so a reader that did park waits for a spin to end; busy polling
-		// pays off when every waiting reader spins, or when processors are
-		// left idle to poll.)
-		runtime.Gosched()
 	}
 }
 
-func (r *pollReader) read(p []byte) (int, error) {
+func (r *rawReader) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	r.p = p
 	err := r.rc.Read(r.try)
 	r.p = nil
-	if err != nil {
+	switch {
+	case err != nil:
 		return 0, err
-	}
-	if r.err != nil {
+	case r.err == syscall.EAGAIN:
+		return 0, nil
+	case r.err != nil:
 		return 0, os.NewSyscallError("read", r.err)
-	}
-	if r.n == 0 {
+	case r.n == 0:
 		return 0, io.EOF
 	}
 	return r.n, nil

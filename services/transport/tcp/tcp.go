@@ -7,8 +7,10 @@
 //     data parks its goroutine until epoll says the socket is readable.
 //   - busy_poll: after every read, the reader keeps retrying non-blocking
 //     read(2) on the raw fd for up to Options.BusyPollSpin before parking in
-//     the netpoller. A reply arriving within the spin is picked up without
-//     an epoll wakeup and a goroutine reschedule; the price is CPU: an
+//     the netpoller, and a caller of Request reads its own reply the same
+//     way instead of waiting for the reader (framed's Stream.TryRead). A
+//     reply arriving within the spin is picked up without an epoll wakeup
+//     or a goroutine reschedule; the price is CPU: an
 //     active connection's reader spends up to BusyPollSpin of CPU after each
 //     read that drains the socket (so an idle connection costs one spin,
 //     then nothing; a connection with gaps shorter than the spin keeps a
@@ -193,11 +195,11 @@ func (t *Transport) prepare(nc net.Conn) (framed.Stream, error) {
 	}
 	s := framed.Stream{Conn: tc, TryWrite: tw, ResumableDeadlines: true}
 	if t.opts.Reactor == ReactorBusyPoll {
-		read, err := busyPollReader(tc, t.opts.BusyPollSpin)
+		read, err := tryReader(tc)
 		if err != nil {
 			return framed.Stream{}, err
 		}
-		s.Read = read
+		s.TryRead, s.SpinWait = read, t.opts.BusyPollSpin
 	}
 	return s, nil
 }

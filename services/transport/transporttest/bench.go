@@ -48,7 +48,7 @@ func Measure(b *testing.B, body func()) float64 {
 // BenchPair listens with srv on loopback, serving an echo handler (inline
 // on the connection's reader for path "/inline") and bulk reads from src,
 // and dials it with cli.
-func BenchPair(b *testing.B, srv, cli transport.Transport, src []byte) transport.Conn {
+func BenchPair(b testing.TB, srv, cli transport.Transport, src []byte) transport.Conn {
 	b.Helper()
 	h := transport.HandlerFuncs{
 		Request: func(_ context.Context, _ transport.Identity, _ string, p []byte) ([]byte, error) { return p, nil },

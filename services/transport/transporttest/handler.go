@@ -14,16 +14,18 @@ import (
 
 // Paths the suite's handler serves.
 const (
-	pathEcho    = "/echo"    // returns the payload
-	pathInline  = "/inline"  // returns the payload, served on the reader (InlineHandler)
-	pathWhoAmI  = "/whoami"  // returns the caller's identity as the handler saw it
-	pathSeq     = "/seq"     // one-way: records an 8-byte sequence number per caller
-	pathFail    = "/fail"    // returns a plain error
-	pathCode    = "/code"    // returns a RemoteError with CodeNotFound
-	pathPanic   = "/panic"   // panics
-	pathBlock   = "/block"   // waits for its context to end
-	pathOrdered = "/ordered" // waits for all of a batch, answers in reverse
-	pathGrow    = "/grow"    // returns as many bytes as the decimal payload says
+	pathEcho   = "/echo"   // returns the payload
+	pathInline = "/inline" // returns the payload, served on the reader (InlineHandler)
+	pathWhoAmI = "/whoami" // returns the caller's identity as the handler saw it
+	pathSeq    = "/seq"    // one-way: records an 8-byte sequence number per caller
+	pathFail   = "/fail"   // returns a plain error
+	pathCode   = "/code"   // returns a RemoteError with CodeNotFound
+	pathPanic  = "/panic"  // panics
+	pathBlock  = "/block"  // waits for its context to end
+	// pathInlineBlock is pathBlock served on the reader (InlineHandler).
+	pathInlineBlock = "/inline-block"
+	pathOrdered     = "/ordered" // waits for all of a batch, answers in reverse
+	pathGrow        = "/grow"    // returns as many bytes as the decimal payload says
 )
 
 // Segments the suite's handler serves bulk reads from.
@@ -121,7 +123,7 @@ func (h *handler) HandleRequest(ctx context.Context, peer transport.Identity, pa
 		return nil, &transport.RemoteError{Code: transport.CodeNotFound, Message: "no key " + string(payload)}
 	case pathPanic:
 		panic("kaboom")
-	case pathBlock:
+	case pathBlock, pathInlineBlock:
 		_, dl := ctx.Deadline()
 		h.blocked <- blockedCall{hadDeadline: dl}
 		<-ctx.Done()
@@ -170,7 +172,9 @@ func (h *handler) orderedCall(ctx context.Context, payload []byte) ([]byte, erro
 }
 
 // ServesInline implements transport.InlineHandler.
-func (h *handler) ServesInline(path string) bool { return path == pathInline }
+func (h *handler) ServesInline(path string) bool {
+	return path == pathInline || path == pathInlineBlock
+}
 
 func (h *handler) ServeRead(ctx context.Context, peer transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {
 	switch ref.Segment {

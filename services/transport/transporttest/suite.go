@@ -28,6 +28,7 @@ func Run(t *testing.T, f Factory) {
 		{"ConcurrentOutOfOrder", testConcurrentOutOfOrder},
 		{"Cancel", testCancel},
 		{"Deadline", testDeadline},
+		{"InlineContext", testInlineContext},
 		{"HandlerErrors", testHandlerErrors},
 		{"BulkRead", testBulkRead},
 		{"BulkReadErrors", testBulkReadErrors},
@@ -268,6 +269,42 @@ func testDeadline(t *testing.T, f Factory) {
 		}
 		within(t, "the handler's context ending", func() error { return <-h.blockEnded })
 		mustEcho(t, c, []byte("still usable"))
+	}
+}
+
+// testInlineContext: a handler served on the reader (InlineHandler) gets
+// the caller's deadline, and without one a context that ends with the
+// connection, like any other handler.
+func testInlineContext(t *testing.T, f Factory) {
+	e := newEnv(t, f, nil)
+	h, l, c := e.pair()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err := within(t, "an inline request past its deadline", func() error {
+		_, err := c.Request(ctx, pathInlineBlock, nil)
+		return err
+	})
+	cancel()
+	wantErr(t, err, transport.ErrTimeout, context.DeadlineExceeded)
+	if bc := within(t, "the inline handler starting", func() blockedCall { return <-h.blocked }); !bc.hadDeadline {
+		t.Fatal("the inline handler's context had no deadline: the caller's deadline did not travel")
+	}
+	wantErr(t, within(t, "the inline handler's context ending", func() error { return <-h.blockEnded }), context.DeadlineExceeded)
+	mustEcho(t, c, []byte("still usable"))
+
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Request(context.Background(), pathInlineBlock, nil)
+		res <- err
+	}()
+	if bc := within(t, "the inline handler starting", func() blockedCall { return <-h.blocked }); bc.hadDeadline {
+		t.Fatal("an inline handler got a deadline its caller never set")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("listener Close: %v", err)
+	}
+	wantErr(t, within(t, "the inline handler's context ending", func() error { return <-h.blockEnded }), context.Canceled)
+	if err := within(t, "the request whose connection closed", func() error { return <-res }); err == nil {
+		t.Fatal("a request whose connection closed under its handler succeeded")
 	}
 }
 
