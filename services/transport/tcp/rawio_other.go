@@ -2,15 +2,12 @@
 
 package tcp
 
-import (
-	"errors"
-	"net"
-)
+import "net"
 
 const busyPollSupported = false
 
-func tryReader(*net.TCPConn) (func([]byte) (int, error), error) {
-	return nil, errors.New("tcp transport: busy_poll is not supported on this platform")
+// rawStream: without raw sockets the connection is used as it is, with
+// neither busy polling nor a producer's own write.
+func rawStream(tc *net.TCPConn) (net.Conn, func([]byte) (int, error), func([]byte) (int, error), error) {
+	return tc, nil, nil, nil
 }
-
-func tryWriter(*net.TCPConn) (func([]byte) (int, error), error) { return nil, nil }

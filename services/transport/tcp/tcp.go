@@ -189,17 +189,16 @@ func (t *Transport) prepare(nc net.Conn) (framed.Stream, error) {
 	if err := setUserTimeout(tc, t.opts.KeepaliveTimeout); err != nil {
 		return framed.Stream{}, fmt.Errorf("tcp transport: TCP_USER_TIMEOUT: %w", err)
 	}
-	tw, err := tryWriter(tc)
+	conn, tryRead, tryWrite, err := rawStream(tc)
 	if err != nil {
 		return framed.Stream{}, err
 	}
-	s := framed.Stream{Conn: tc, TryWrite: tw, ResumableDeadlines: true}
+	s := framed.Stream{Conn: conn, TryWrite: tryWrite, ResumableDeadlines: true}
 	if t.opts.Reactor == ReactorBusyPoll {
-		read, err := tryReader(tc)
-		if err != nil {
-			return framed.Stream{}, err
+		if tryRead == nil {
+			return framed.Stream{}, fmt.Errorf("tcp transport: busy_poll is not supported on this platform")
 		}
-		s.TryRead, s.SpinWait = read, t.opts.BusyPollSpin
+		s.TryRead, s.SpinWait = tryRead, t.opts.BusyPollSpin
 	}
 	return s, nil
 }
