@@ -97,17 +97,10 @@ func (s *rawSocket) TryRead(p []byte) (int, error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	n, e, ok := s.raw(syscall.SYS_READ, p)
-	switch {
-	case !ok:
-		return 0, net.ErrClosed
-	case e == syscall.EAGAIN:
-		return 0, nil
-	case e != 0:
-		return 0, os.NewSyscallError("read", e)
-	case n == 0:
+	if ok && e == 0 && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return rawResult("read", n, e, ok)
 }
 
 // TryWrite writes what the socket takes without waiting: (0, nil) when it
@@ -117,13 +110,19 @@ func (s *rawSocket) TryWrite(p []byte) (int, error) {
 		return 0, nil
 	}
 	n, e, ok := s.raw(syscall.SYS_WRITE, p)
+	return rawResult("write", n, e, ok)
+}
+
+// rawResult turns a raw call's outcome into TryRead's and TryWrite's:
+// EAGAIN is (0, nil).
+func rawResult(op string, n int, e syscall.Errno, ok bool) (int, error) {
 	switch {
 	case !ok:
 		return 0, net.ErrClosed
 	case e == syscall.EAGAIN:
 		return 0, nil
 	case e != 0:
-		return 0, os.NewSyscallError("write", e)
+		return 0, os.NewSyscallError(op, e)
 	}
 	return n, nil
 }
