@@ -194,8 +194,9 @@ type inbound struct {
 	group    *outGroup
 	// unlisted: served inline and not in the inbound table (see deliver)
 	unlisted bool
-	// small holds a small request's body (see onRequest)
-	small [smallFrame]byte
+	// small holds a small request's body (see onRequest), reply a small
+	// reply's frame (serveRequest): allocations saved
+	small, reply [smallFrame]byte
 }
 
 type onewayMsg struct {
@@ -783,7 +784,13 @@ func (c *Conn) serveRequest(ctx context.Context, id uint64, in *inbound, path st
 	default:
 		headLen := transport.HeaderSize + transport.ResponseHeadSize
 		small := inlineBody(headLen, resp) == len(resp)
-		head := transport.AppendResponseHead(make([]byte, transport.HeaderSize, headLen+inlineBody(headLen, resp)), uint64(len(resp)))
+		var buf []byte
+		if n := headLen + inlineBody(headLen, resp); n <= smallFrame {
+			buf = in.reply[:transport.HeaderSize] // the frame lives as long as in
+		} else {
+			buf = make([]byte, transport.HeaderSize, n)
+		}
+		head := transport.AppendResponseHead(buf, uint64(len(resp)))
 		if !small {
 			// Written from resp over several writes: a cancel may skip
 			// the rest, and the stream is forgotten once all is out.
