@@ -47,9 +47,9 @@ const (
 	// pollWaitMS bounds one sleep on the completion channel so Close is
 	// noticed.
 	pollWaitMS = 100
-	// bounceSize is each connection's registered staging buffer: READs land
-	// there and are copied into the caller's Go buffer, which may not be
-	// registered (the GC may move it).
+	// bounceSize is each connection's registered staging buffer: READs into
+	// a caller's Go buffer (which may not be registered: the GC may move it)
+	// land there, readDepth slots of readChunk, and are copied out.
 	bounceSize = 4 << 20
 	// connectPath is the control-channel request that exchanges QP records.
 	connectPath = "\x00rdma/connect"
@@ -309,17 +309,23 @@ type conn struct {
 	peer           cgordma.Addr
 	credits        *cgordma.Credits
 
-	mu       sync.Mutex // one READ stream through the bounce buffer at a time
+	mu       sync.Mutex // one read (pipelined READs) at a time
 	bounce   []byte
 	bounceMR *cgordma.MR
 	closed   bool
 }
 
-// ReadRemote implements transport.Conn with RDMA READs of the peer's
-// registered segment, bounceSize at a time.
-// OneSided implements transport.OneSided: reads are RDMA READs.
+// OneSided implements transport.OneSided: reads are RDMA READs, which
+// never reach the peer's ServeRead.
 func (c *conn) OneSided() bool { return true }
 
+// ReadRemote implements transport.Conn with RDMA READs of the peer's
+// registered segment, pipelined (pipelineRead). A dst inside one of this
+// side's registered pool segments (an owner pulling into its own pool)
+// takes the READs straight; any other dst, Go memory the GC may move,
+// goes through the connection's registered bounce buffer, one slot per
+// READ in flight, and is copied out in order.
+// UNTESTED WITHOUT HARDWARE: pipelineRead is tested with an in-memory NIC.
 func (c *conn) ReadRemote(ctx context.Context, ref transport.RemoteRef, dst []byte) error {
 	if uint64(len(dst)) != ref.Length {
 		return fmt.Errorf("%w: dst is %d bytes, ref %s", transport.ErrInvalid, len(dst), ref)
@@ -328,34 +334,74 @@ func (c *conn) ReadRemote(ctx context.Context, ref transport.RemoteRef, dst []by
 	if !ok || ref.Offset > reg.Len || ref.Length > reg.Len-ref.Offset {
 		return fmt.Errorf("%w: %s is not inside a segment the peer registered", transport.ErrInvalid, ref)
 	}
+	if ref.Length == 0 {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return transport.ErrClosed
 	}
-	for done := uint64(0); done < ref.Length; {
-		n := min(ref.Length-done, bounceSize)
-		if err := c.credits.Acquire(ctx, 1); err != nil {
-			return fmt.Errorf("%w: %w", transport.ErrTimeout, err)
+	raddr := reg.Addr + ref.Offset
+	ops := readOps{settle: func() { _ = c.credits.Release(1) }}
+	if local, release, ok := c.t.localRegion(dst); ok {
+		defer release()
+		mr := local.Handle.(*cgordma.MR)
+		base := unsafe.Pointer(&dst[0])
+		ops.post = func(_ int, off, n uint64) (<-chan cgordma.Completion, error) {
+			return c.postRead(ctx, mr, unsafe.Add(base, off), n, raddr+off, reg.RKey)
 		}
-		id, ch := c.t.poller.expect()
-		err := c.qp.PostRead(id, c.bounceMR, unsafe.Pointer(&c.bounce[0]), uint32(n), reg.Addr+ref.Offset+done, reg.RKey)
-		if err != nil {
-			c.t.poller.forget(id)
-			_ = c.credits.Release(1)
-			return mapError("post read", err)
+		ops.land = func(int, uint64, uint64) {}
+	} else {
+		ops.post = func(slot int, off, n uint64) (<-chan cgordma.Completion, error) {
+			return c.postRead(ctx, c.bounceMR, unsafe.Pointer(&c.bounce[uint64(slot)*readChunk]), n, raddr+off, reg.RKey)
 		}
-		// The READ must complete before the bounce buffer is reused, even if
-		// ctx ends: the NIC is writing into it.
-		wc := <-ch
-		_ = c.credits.Release(1)
-		if wc.Status != cgordma.WCSuccess {
-			return mapError("read "+ref.String(), &cgordma.WCError{Op: "read", Status: wc.Status, VendorErr: wc.VendorErr})
+		ops.land = func(slot int, off, n uint64) {
+			copy(dst[off:off+n], c.bounce[uint64(slot)*readChunk:][:n])
 		}
-		copy(dst[done:done+n], c.bounce[:n])
-		done += n
 	}
-	return nil
+	err := pipelineRead(ctx, ref.Length, readChunk, readDepth, ops)
+	var wce *cgordma.WCError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &wce):
+		return mapError("read "+ref.String(), err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: rdma read %s: %w", transport.ErrTimeout, ref, err)
+	}
+	return err
+}
+
+// postRead posts one READ of n bytes at the peer's raddr into addr (inside
+// mr) under a send-queue credit, and returns the channel its completion
+// comes on.
+func (c *conn) postRead(ctx context.Context, mr *cgordma.MR, addr unsafe.Pointer, n, raddr uint64, rkey uint32) (<-chan cgordma.Completion, error) {
+	if err := c.credits.Acquire(ctx, 1); err != nil {
+		return nil, fmt.Errorf("%w: %w", transport.ErrTimeout, err)
+	}
+	id, ch := c.t.poller.expect()
+	if err := c.qp.PostRead(id, mr, addr, uint32(n), raddr, rkey); err != nil {
+		c.t.poller.forget(id)
+		_ = c.credits.Release(1)
+		return nil, mapError("post read", err)
+	}
+	return ch, nil
+}
+
+// localRegion returns the registered pool segment that holds all of dst,
+// pinned until release, if there is one.
+func (t *Transport) localRegion(dst []byte) (cgordma.Region, func(), bool) {
+	addr, n := uintptr(unsafe.Pointer(&dst[0])), uint64(len(dst))
+	r, ok := t.mrs.Lookup(addr, n)
+	if !ok {
+		return cgordma.Region{}, nil, false
+	}
+	r, release, err := t.mrs.Acquire(addr, n, r.Addr, r.Len)
+	if err != nil {
+		return cgordma.Region{}, nil, false
+	}
+	return r, release, true
 }
 
 // Close closes the QP and the control connection.
