@@ -9,7 +9,7 @@ import (
 )
 
 func sampleAddr() Addr {
-	a := Addr{LID: 0x0102, Port: 1, MTU: 5, GIDIndex: 3, QPN: 0xabcdef, PSN: 0x123456,
+	a := Addr{LID: 0x0102, Port: 1, MTU: 5, GIDIndex: 3, QPN: 0xabcdef, PSN: 0x123456, RdAtomic: 4,
 		Regions: []RemoteRegion{{Segment: 7, RKey: 0xdeadbeef, Addr: 0x7f0000000000, Len: 16 << 20}}}
 	for i := range a.GID {
 		a.GID[i] = byte(i)
@@ -25,8 +25,8 @@ func TestAddrGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "46585241" + "0001" + "0000" + "0102" + "01" + "05" +
-		"000102030405060708090a0b0c0d0e0f" + "00000003" + "00abcdef" + "00123456" + "0001" + "0000" +
+	want := "46585241" + "0002" + "0000" + "0102" + "01" + "05" +
+		"000102030405060708090a0b0c0d0e0f" + "00000003" + "00abcdef" + "00123456" + "0001" + "04" + "00" +
 		"00000007" + "deadbeef" + "00007f0000000000" + "0000000001000000"
 	if got := hex.EncodeToString(b); got != want {
 		t.Fatalf("encoding\n got %s\nwant %s", got, want)
@@ -57,8 +57,12 @@ func TestAddrDecodeErrors(t *testing.T) {
 	}{
 		{"short", good[:10], "at least 44"},
 		{"magic", mut(func(b []byte) []byte { b[0] = 'X'; return b }), "magic"},
-		{"version", mut(func(b []byte) []byte { b[5] = 2; return b }), "version 2"},
+		{"version", mut(func(b []byte) []byte { b[5] = 3; return b }), "version 3"},
 		{"flags", mut(func(b []byte) []byte { b[7] = 1; return b }), "flags"},
+		{"reserved", mut(func(b []byte) []byte { b[43] = 1; return b }), "reserved"},
+		{"rd_atomic 0", mut(func(b []byte) []byte { b[42] = 0; return b }), "rd_atomic 0"},
+		{"rd_atomic 17", mut(func(b []byte) []byte { b[42] = 17; return b }), "rd_atomic 17"},
+		{"v1 reserved", mut(func(b []byte) []byte { b[5] = 1; return b }), "reserved 0x400"},
 		{"truncated region", good[:len(good)-1], "need 68 bytes"},
 		{"extra bytes", append(append([]byte(nil), good...), 0), "need 68 bytes"},
 		{"qpn 25 bits", mut(func(b []byte) []byte { b[32] = 1; return b }), "qpn"},
@@ -86,10 +90,34 @@ func TestAddrDecodeErrors(t *testing.T) {
 	}
 }
 
+// A version-1 record (before rd_atomic) still decodes, as rd_atomic 1, so
+// a member reads a peer that has not upgraded yet.
+func TestAddrVersion1(t *testing.T) {
+	a := sampleAddr()
+	b, _ := a.MarshalBinary()
+	b[5], b[42] = 1, 0
+	var got Addr
+	if err := got.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	a.RdAtomic = 1
+	if !reflect.DeepEqual(got, a) {
+		t.Fatalf("v1 record: %+v, want %+v", got, a)
+	}
+	zero := sampleAddr()
+	zero.RdAtomic = 0
+	if b, err := zero.MarshalBinary(); err != nil || b[42] != 1 {
+		t.Fatalf("rd_atomic 0 encodes as %d, %v; want 1", b[42], err)
+	}
+}
+
 func FuzzAddrDecode(f *testing.F) {
 	a := sampleAddr()
 	good, _ := a.MarshalBinary()
 	f.Add(good)
+	v1 := append([]byte(nil), good...)
+	v1[5], v1[42] = 1, 0
+	f.Add(v1)
 	f.Add([]byte("FXRA"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var x Addr
@@ -97,8 +125,15 @@ func FuzzAddrDecode(f *testing.F) {
 			return
 		}
 		again, err := x.MarshalBinary()
-		if err != nil || string(again) != string(b) {
-			t.Fatalf("decoded record does not re-encode to its input: %v", err)
+		if err != nil {
+			t.Fatalf("a decoded record does not encode: %v", err)
+		}
+		if b[5] == byte(AddrVersion) && string(again) != string(b) {
+			t.Fatal("a decoded version-2 record does not re-encode to its input")
+		}
+		var y Addr
+		if err := y.UnmarshalBinary(again); err != nil || !reflect.DeepEqual(x, y) {
+			t.Fatalf("re-encoded record decodes to %+v, %v; want %+v", y, err, x)
 		}
 	})
 }

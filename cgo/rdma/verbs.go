@@ -147,6 +147,13 @@ func (q *QP) Close() error {
 	return nil
 }
 
+// MaxRdAtomic is FLX_RDMA_MAX_RD_ATOMIC: both differences must be
+// non-negative constants.
+const (
+	_ = uint(C.FLX_RDMA_MAX_RD_ATOMIC - MaxRdAtomic)
+	_ = uint(MaxRdAtomic - C.FLX_RDMA_MAX_RD_ATOMIC)
+)
+
 func toC(a *Addr) C.flx_rdma_addr {
 	var c C.flx_rdma_addr
 	c.lid, c.port, c.mtu = C.uint16_t(a.LID), C.uint8_t(a.Port), C.uint8_t(a.MTU)
@@ -154,6 +161,7 @@ func toC(a *Addr) C.flx_rdma_addr {
 		c.gid[i] = C.uint8_t(b)
 	}
 	c.gid_index, c.qpn, c.psn = C.uint32_t(a.GIDIndex), C.uint32_t(a.QPN), C.uint32_t(a.PSN)
+	c.rd_atomic = C.uint8_t(a.RdAtomic)
 	return c
 }
 
@@ -165,7 +173,7 @@ func (q *QP) Local(gidIndex, psn uint32) (Addr, error) {
 		return Addr{}, check("query port", rc, err)
 	}
 	a := Addr{LID: uint16(c.lid), Port: uint8(c.port), MTU: uint8(c.mtu), GIDIndex: uint32(c.gid_index),
-		QPN: uint32(c.qpn), PSN: uint32(c.psn)}
+		QPN: uint32(c.qpn), PSN: uint32(c.psn), RdAtomic: uint8(c.rd_atomic)}
 	for i := range a.GID {
 		a.GID[i] = byte(c.gid[i])
 	}

@@ -18,7 +18,15 @@ struct flx_rdma_ctx {
   struct ibv_cq *cq;
   uint8_t port;
   int armed; /* the CQ is armed and its event not yet consumed */
+  /* RDMA READs a QP serves at once (responder) and issues at once
+   * (initiator): the device's limits, 1..FLX_RDMA_MAX_RD_ATOMIC. */
+  uint8_t rd_atom, init_rd_atom;
 };
+
+static uint8_t clamp_rd_atomic(int n) {
+  if (n < 1) return 1;
+  return n > FLX_RDMA_MAX_RD_ATOMIC ? FLX_RDMA_MAX_RD_ATOMIC : (uint8_t)n;
+}
 
 struct flx_rdma_mr {
   struct ibv_mr *mr;
@@ -116,6 +124,11 @@ int flx_rdma_open(const char *name, uint8_t port, int cq_depth, flx_rdma_ctx **o
   if ((c->pd = ibv_alloc_pd(c->dev)) == NULL) goto fail;
   if ((c->chan = ibv_create_comp_channel(c->dev)) == NULL) goto fail;
   if ((c->cq = ibv_create_cq(c->dev, cq_depth, NULL, c->chan, 0)) == NULL) goto fail;
+  struct ibv_device_attr attr;
+  memset(&attr, 0, sizeof attr);
+  if (ibv_query_device(c->dev, &attr) != 0) memset(&attr, 0, sizeof attr); /* depth 1 then */
+  c->rd_atom = clamp_rd_atomic(attr.max_qp_rd_atom);
+  c->init_rd_atom = clamp_rd_atomic(attr.max_qp_init_rd_atom);
   *out = c;
   return FLX_OK;
 fail:
@@ -219,6 +232,7 @@ int flx_rdma_qp_local(flx_rdma_qp *q, uint32_t gid_index, uint32_t psn, flx_rdma
   out->gid_index = gid_index;
   out->qpn = q->qp->qp_num;
   out->psn = psn;
+  out->rd_atomic = q->ctx->rd_atom;
   union ibv_gid gid;
   memset(&gid, 0, sizeof gid);
   /* RoCE needs a GID; InfiniBand works without one (a failing query leaves it 0). */
@@ -254,7 +268,7 @@ int flx_rdma_qp_connect(flx_rdma_qp *q, const flx_rdma_addr *local, const flx_rd
   a.path_mtu = (enum ibv_mtu)(local->mtu < peer->mtu ? local->mtu : peer->mtu);
   a.dest_qp_num = peer->qpn;
   a.rq_psn = peer->psn;
-  a.max_dest_rd_atomic = 1;
+  a.max_dest_rd_atomic = clamp_rd_atomic(local->rd_atomic);
   a.min_rnr_timer = 12;
   a.ah_attr.dlid = peer->lid;
   a.ah_attr.sl = 0;
@@ -277,7 +291,8 @@ int flx_rdma_qp_connect(flx_rdma_qp *q, const flx_rdma_addr *local, const flx_rd
   a.retry_cnt = 7;
   a.rnr_retry = 7;  /* infinite: the peer reposts receives */
   a.sq_psn = local->psn;
-  a.max_rd_atomic = 1;
+  uint8_t peer_depth = clamp_rd_atomic(peer->rd_atomic);
+  a.max_rd_atomic = q->ctx->init_rd_atom < peer_depth ? q->ctx->init_rd_atom : peer_depth;
   rc = ibv_modify_qp(q->qp, &a,
                      IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
                          IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);

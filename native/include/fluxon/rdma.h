@@ -77,7 +77,14 @@ typedef struct flx_rdma_addr {
   uint32_t gid_index;
   uint32_t qpn; /* 24 bits */
   uint32_t psn; /* 24 bits */
+  /* RDMA READs this side serves at once as their target (its QP's
+   * max_dest_rd_atomic), 1..FLX_RDMA_MAX_RD_ATOMIC: the device's limit,
+   * capped. The peer keeps at most that many in flight to it. */
+  uint8_t rd_atomic;
 } flx_rdma_addr;
+
+/* Caps the RDMA READs in flight on one QP, either way. */
+#define FLX_RDMA_MAX_RD_ATOMIC 16
 
 int flx_rdma_qp_create(flx_rdma_ctx *ctx, uint32_t max_send_wr, uint32_t max_recv_wr,
                        flx_rdma_qp **out);
@@ -86,7 +93,9 @@ int flx_rdma_qp_destroy(flx_rdma_qp *qp);
  * active MTU and GID at `gid_index`. */
 int flx_rdma_qp_local(flx_rdma_qp *qp, uint32_t gid_index, uint32_t psn, flx_rdma_addr *out);
 /* RESET -> INIT -> RTR (to `peer`) -> RTS; `local_psn` as in flx_rdma_qp_local.
- * The path MTU is the smaller of the two sides'. */
+ * The path MTU is the smaller of the two sides'. The QP serves local->rd_atomic
+ * READs at once and keeps up to the smaller of the device's initiator limit and
+ * peer->rd_atomic in flight (a peer's 0, from an old record, counts as 1). */
 int flx_rdma_qp_connect(flx_rdma_qp *qp, const flx_rdma_addr *local, const flx_rdma_addr *peer);
 
 /* Work requests. `signaled` asks for a completion on the send CQ (unsignaled sends
