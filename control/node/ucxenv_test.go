@@ -8,8 +8,9 @@ import "os"
 // these tests run beside others that add and remove network-namespace
 // bridges on this host (internal/netlab). A UCX context that listed such
 // a bridge keeps a lane to an address that then vanishes, and a get over
-// it was seen never to complete (cgo/ucx waits without a timeout; see
-// docs/transport.md). The owners here talk over loopback only.
+// it never completes. Such a get now gives up at its deadline (the lease
+// TTL at the latest; docs/transport.md), but that would still cost a test
+// its read: the owners here talk over loopback only.
 func init() {
 	if os.Getenv("UCX_NET_DEVICES") == "" {
 		os.Setenv("UCX_NET_DEVICES", "lo")
