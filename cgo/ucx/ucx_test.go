@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fluxon-dev/fluxon/cgo/core"
+	"github.com/fluxon-dev/fluxon/internal/proctest"
 )
 
 // TestMain runs the package's tests once per UCX transport (UCX_TLS is read
@@ -197,7 +198,7 @@ func TestGetFromStoppedPeer(t *testing.T) {
 		t.Fatal("wrong bytes from the running peer")
 	}
 
-	if err := peer.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := proctest.Stop(peer.Process); err != nil {
 		t.Fatal(err)
 	}
 	clear(dst)

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fluxon-dev/fluxon/control/meta"
+	"github.com/fluxon-dev/fluxon/internal/proctest"
 )
 
 // etcdStartTimeout bounds how long an etcd server process may take to answer.
@@ -51,6 +52,7 @@ type Proc struct {
 	cmd  *exec.Cmd
 	dir  string
 	peer string
+	t    testing.TB
 }
 
 // StartProcess runs the etcd binary (Debian's etcd-server) as a separate
@@ -65,7 +67,7 @@ func StartProcessOn(t testing.TB, host string) *Proc {
 	if err != nil {
 		t.Fatalf("etcd binary not found (make deps installs Debian's etcd-server): %v", err)
 	}
-	p := &Proc{dir: t.TempDir(), peer: FreeAddr(t)}
+	p := &Proc{dir: t.TempDir(), peer: FreeAddr(t), t: t}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
@@ -115,8 +117,13 @@ func (p *Proc) start(t testing.TB, bin string) {
 }
 
 // Stop pauses the server (SIGSTOP): it keeps its sockets but answers nothing,
-// as an etcd cut off by the network would.
-func (p *Proc) Stop() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
+// as an etcd cut off by the network would. It returns once the server has
+// stopped (a plain kill(2) lets it run on for a moment).
+func (p *Proc) Stop() {
+	if err := proctest.Stop(p.cmd.Process); err != nil {
+		p.t.Errorf("stop the etcd process: %v", err)
+	}
+}
 
 // Cont resumes a stopped server.
 func (p *Proc) Cont() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }

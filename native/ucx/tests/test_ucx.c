@@ -113,7 +113,11 @@ static void stalled_peer(void) {
   CHECK_RC(flx_ucx_get(ep, rk, pi.region, dst, PEER_REGION, 5000000000ull, NULL));
   CHECK(dst[0] == 0xAB && dst[PEER_REGION - 1] == 0xAB);
 
+  /* kill() only queues the signal: wait until the peer has stopped, or it may
+   * still answer the get below. */
   kill(pid, SIGSTOP);
+  int wst = 0;
+  CHECK(waitpid(pid, &wst, WUNTRACED) == pid && WIFSTOPPED(wst));
   memset(dst, 0, PEER_REGION);
   uint64_t t0 = mono_ns();
   CHECK(flx_ucx_get(ep, rk, pi.region, dst, PEER_REGION, 300000000ull, NULL) == FLX_ETIMEDOUT);

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxon-dev/fluxon/internal/proctest"
 	"github.com/fluxon-dev/fluxon/services/transport"
 	"github.com/fluxon-dev/fluxon/services/transport/transporttest"
 )
@@ -105,7 +106,7 @@ func TestReadFromStoppedOwner(t *testing.T) {
 	var stop sync.Once
 	testHookBeforeGet = func() {
 		stop.Do(func() {
-			if err := owner.Process.Signal(syscall.SIGSTOP); err != nil {
+			if err := proctest.Stop(owner.Process); err != nil {
 				t.Error(err)
 			}
 		})
