@@ -104,6 +104,11 @@ type Conn struct {
 	h      transport.Handler
 	inline transport.InlineHandler // h, if it serves some paths inline
 	paths  map[string]string       // request paths seen (internPath)
+	// spareIn is an inline request's record, kept for the next one once
+	// its reply went out (onRequest, finishInbound); reading role only.
+	spareIn *inbound
+	// spareCall is a call record a leader left for the next call (Request).
+	spareCall atomic.Pointer[call]
 	// peerMax is the largest message the peer accepts.
 	peerMax uint64
 	onDone  func(*Conn)
@@ -162,6 +167,9 @@ type call struct {
 	g    outGroup
 	// small holds a small request's frame (see send): an allocation less.
 	small [smallFrame]byte
+	// sent: the request went out whole on its caller's own write (send),
+	// so the write queue holds nothing of it.
+	sent bool
 
 	// multi-frame response assembly (reader goroutine only)
 	assembling bool
@@ -194,6 +202,9 @@ type inbound struct {
 	group    *outGroup
 	// unlisted: served inline and not in the inbound table (see deliver)
 	unlisted bool
+	// reuse: a small inline request's record, which goes back to spareIn
+	// when nothing refers to it any more (its body is not in small)
+	reuse bool
 	// small holds a small request's body (see onRequest), reply a small
 	// reply's frame (serveRequest): allocations saved
 	small, reply [smallFrame]byte
@@ -454,8 +465,19 @@ func (c *Conn) Request(ctx context.Context, path string, payload []byte) ([]byte
 	}
 	if c.lead != nil {
 		if c.tryLead() {
+			// Not complete yet, with the role held: only this goroutine's
+			// reading or the connection's failure (an error) completes it.
+			mine := !cl.fin.Load()
 			if c.leadFor(ctx, cl) {
-				return cl.resp, cl.err // fin, set after them, orders them
+				resp, err := cl.resp, cl.err // fin, set after them, orders them
+				if mine && err == nil && cl.sent {
+					// Nothing refers to cl any more: neither the call
+					// table, nor a waiter, nor the write queue. The next
+					// call reuses it.
+					*cl = call{}
+					c.spareCall.Store(cl)
+				}
+				return resp, err
 			}
 		} else {
 			c.ensureReader()
@@ -494,7 +516,11 @@ func (c *Conn) send(ctx context.Context, path string, payload []byte, oneway boo
 	if ctx.Err() != nil {
 		return nil, ctxErr(ctx, "request "+path)
 	}
-	cl := &call{id: c.nextID.Add(1)}
+	cl := c.spareCall.Swap(nil) // see Request
+	if cl == nil {
+		cl = new(call)
+	}
+	cl.id = c.nextID.Add(1)
 	if !oneway {
 		if err := c.register(cl); err != nil {
 			return nil, err
@@ -516,7 +542,9 @@ func (c *Conn) send(ctx context.Context, path string, payload []byte, oneway boo
 	}
 	var one [1]outFrame
 	frames := appendMessageFrames(one[:0], transport.FrameRequest, flags, cl.id, head, payload, &cl.g)
-	if err := c.wq.push(ctx, c.done, frames, false); err != nil {
+	sent, err := c.wq.pushSent(ctx, c.done, frames, false)
+	cl.sent = sent && err == nil
+	if err != nil {
 		c.takeCall(cl.id)
 		if ctx.Err() != nil {
 			return nil, ctxErr(ctx, "request "+path)
@@ -858,13 +886,18 @@ func (c *Conn) finishInbound(id uint64, in *inbound, frames []outFrame, g *outGr
 	canceled := in.canceled || c.inbound == nil
 	in.group = g
 	c.mu.Unlock()
+	sent := true
 	if canceled {
 		releaseFrames(frames)
 	} else {
-		_ = c.wq.push(c.ctx, c.done, frames, false) // on failure the frames count as done
+		sent, _ = c.wq.pushSent(c.ctx, c.done, frames, false) // on failure the frames count as done
 	}
 	if g == nil {
 		c.forgetInbound(id, in)
+		if in.reuse && sent { // the queue holds no frame in in.reply
+			in.cancel = nil
+			c.spareIn = in
+		}
 	}
 }
 

@@ -317,8 +317,20 @@ func (c *Conn) onRequest(h transport.Header) error {
 	if dup {
 		return protoErr("request on stream %d, which is still in use", h.Stream)
 	}
-	in := &inbound{head: head, oneway: h.Flags&transport.FlagOneWay != 0, got: part}
-	if !more && part <= smallFrame {
+	oneway := h.Flags&transport.FlagOneWay != 0
+	var in *inbound
+	if !more && !oneway && part <= smallFrame && c.inline != nil && c.inline.ServesInline(head.Path) {
+		// Served at once on this goroutine: its record is the one the
+		// last such request left (finishInbound), and its body an
+		// allocation of its own, which the handler may keep.
+		in = c.spareIn
+		c.spareIn = nil
+		if in == nil {
+			in = new(inbound)
+		}
+		*in = inbound{head: head, got: part, reuse: true}
+		in.body = make([]byte, part)
+	} else if in = (&inbound{head: head, oneway: oneway, got: part}); !more && part <= smallFrame {
 		in.body = in.small[:part:part] // the body lives as long as in
 	} else {
 		// Sized by the bytes at hand, not by the total the frame claims.
@@ -380,7 +392,7 @@ func (c *Conn) deliver(id uint64, in *inbound) error {
 		}
 		return nil
 	}
-	if c.inline != nil && c.inline.ServesInline(in.head.Path) {
+	if in.reuse || (c.inline != nil && c.inline.ServesInline(in.head.Path)) {
 		// Served on this goroutine before the next frame is read, so no
 		// cancel for it can arrive meanwhile: it stays out of the inbound
 		// table (finishInbound lists a reply that goes out in several

@@ -94,6 +94,14 @@ func (q *writeQueue) signal() {
 // stuck would deadlock); others wait while the queue is over its bound,
 // unless it is empty. On failure the frames count as done.
 func (q *writeQueue) push(ctx context.Context, done <-chan struct{}, frames []outFrame, control bool) error {
+	_, err := q.pushSent(ctx, done, frames, control)
+	return err
+}
+
+// pushSent is push, and reports whether the frames are finished with
+// (written or skipped) when it returns: then the queue keeps no reference
+// to their memory.
+func (q *writeQueue) pushSent(ctx context.Context, done <-chan struct{}, frames []outFrame, control bool) (bool, error) {
 	n := 0
 	for i := range frames {
 		n += frames[i].size()
@@ -103,21 +111,20 @@ func (q *writeQueue) push(ctx context.Context, done <-chan struct{}, frames []ou
 		if q.closed || q.drain {
 			q.mu.Unlock()
 			releaseFrames(frames)
-			return errQueueClosed
+			return true, errQueueClosed
 		}
 		if control || q.bytes == 0 || q.bytes+n <= q.max {
 			if q.tryWrite != nil && !q.busy && len(q.frames) == 0 && len(frames) == 1 &&
 				frames[0].body == nil && len(frames[0].head) <= inlineMax {
 				q.busy = true
 				q.mu.Unlock()
-				q.inline(frames[0])
-				return nil
+				return q.inline(frames[0]), nil
 			}
 			q.frames = append(q.frames, frames...)
 			q.bytes += n
 			q.mu.Unlock()
 			q.signal()
-			return nil
+			return false, nil
 		}
 		if q.space == nil {
 			q.space = make(chan struct{})
@@ -128,16 +135,17 @@ func (q *writeQueue) push(ctx context.Context, done <-chan struct{}, frames []ou
 		case <-space:
 		case <-ctx.Done():
 			releaseFrames(frames)
-			return ctx.Err()
+			return true, ctx.Err()
 		case <-done:
 			releaseFrames(frames)
-			return errQueueClosed
+			return true, errQueueClosed
 		}
 	}
 }
 
 // inline writes f from its producer's goroutine; the caller set busy.
-func (q *writeQueue) inline(f outFrame) {
+// True when f is finished with: written whole, or skipped.
+func (q *writeQueue) inline(f outFrame) bool {
 	g := f.group
 	written := 0
 	if g != nil {
@@ -177,6 +185,7 @@ func (q *writeQueue) inline(f outFrame) {
 	if finished {
 		g.frameDone()
 	}
+	return finished
 }
 
 // take hands the writer everything queued (swapped for spare) unless an

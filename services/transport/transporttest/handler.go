@@ -24,8 +24,11 @@ const (
 	pathBlock  = "/block"  // waits for its context to end
 	// pathInlineBlock is pathBlock served on the reader (InlineHandler).
 	pathInlineBlock = "/inline-block"
-	pathOrdered     = "/ordered" // waits for all of a batch, answers in reverse
-	pathGrow        = "/grow"    // returns as many bytes as the decimal payload says
+	// pathInlineKeep is pathInline that also keeps the payload (in kept),
+	// as a handler that stores what it was sent does.
+	pathInlineKeep = "/inline-keep"
+	pathOrdered    = "/ordered" // waits for all of a batch, answers in reverse
+	pathGrow       = "/grow"    // returns as many bytes as the decimal payload says
 )
 
 // Segments the suite's handler serves bulk reads from.
@@ -56,6 +59,7 @@ type handler struct {
 	blockEnded chan error
 
 	readStarted chan struct{}
+	kept        [][]byte // pathInlineKeep's payloads, as received (under mu)
 	served      atomic.Int64
 	released    atomic.Int64
 	// doubleRelease counts release functions called more than once.
@@ -106,6 +110,11 @@ func (h *handler) HandleRequest(ctx context.Context, peer transport.Identity, pa
 	}
 	switch path {
 	case pathEcho, pathInline:
+		return payload, nil
+	case pathInlineKeep:
+		h.mu.Lock()
+		h.kept = append(h.kept, payload)
+		h.mu.Unlock()
 		return payload, nil
 	case pathWhoAmI:
 		return fmt.Appendf(nil, "%s|%s|%s|%d", peer.Incarnation(), peer.ClusterName, peer.Role, peer.Protocol), nil
@@ -173,7 +182,7 @@ func (h *handler) orderedCall(ctx context.Context, payload []byte) ([]byte, erro
 
 // ServesInline implements transport.InlineHandler.
 func (h *handler) ServesInline(path string) bool {
-	return path == pathInline || path == pathInlineBlock
+	return path == pathInline || path == pathInlineBlock || path == pathInlineKeep
 }
 
 func (h *handler) ServeRead(ctx context.Context, peer transport.Identity, ref transport.RemoteRef) ([]byte, func(), error) {

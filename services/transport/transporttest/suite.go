@@ -29,6 +29,7 @@ func Run(t *testing.T, f Factory) {
 		{"Cancel", testCancel},
 		{"Deadline", testDeadline},
 		{"InlineContext", testInlineContext},
+		{"KeptMessages", testKeptMessages},
 		{"HandlerErrors", testHandlerErrors},
 		{"BulkRead", testBulkRead},
 		{"BulkReadErrors", testBulkReadErrors},
@@ -269,6 +270,62 @@ func testDeadline(t *testing.T, f Factory) {
 		}
 		within(t, "the handler's context ending", func() error { return <-h.blockEnded })
 		mustEcho(t, c, []byte("still usable"))
+	}
+}
+
+// keptPayload is caller g's i-th payload in testKeptMessages: its own
+// prefix, then a fill byte, 0 to 299 bytes in all (a request frame of the
+// smallest ones fits a transport's small in-record buffers, the largest
+// do not).
+func keptPayload(g, i int) []byte {
+	p := fmt.Appendf(nil, "%d/%d/", g, i)
+	n := max(i%300, len(p))
+	return append(p, bytes.Repeat([]byte{byte(g*31 + i)}, n-len(p))...)
+}
+
+// testKeptMessages: a request body a handler keeps, and a reply its caller
+// keeps, stay as they were while later messages come and go on the same
+// connection (a transport that reuses its per-message records must never
+// hand out their memory). Several callers at once, on a handler served on
+// the reader.
+func testKeptMessages(t *testing.T, f Factory) {
+	e := newEnv(t, f, nil)
+	h, _, c := e.pair()
+	const callers, each = 4, 300
+	replies := make([][][]byte, callers)
+	var wg sync.WaitGroup
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				got, err := request(t, c, pathInlineKeep, keptPayload(g, i))
+				if err != nil {
+					t.Errorf("caller %d, request %d: %v", g, i, err)
+					return
+				}
+				replies[g] = append(replies[g], got)
+			}
+		}()
+	}
+	wg.Wait()
+	for g := range callers {
+		for i, got := range replies[g] {
+			if want := keptPayload(g, i); !bytes.Equal(got, want) {
+				t.Fatalf("caller %d kept reply %d: %q, want %q", g, i, got, want)
+			}
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.kept) != callers*each {
+		t.Fatalf("the handler kept %d payloads, want %d", len(h.kept), callers*each)
+	}
+	for _, p := range h.kept {
+		var g, i int
+		if _, err := fmt.Sscanf(string(p), "%d/%d/", &g, &i); err != nil || !bytes.Equal(p, keptPayload(g, i)) {
+			t.Fatalf("a payload the handler kept changed afterwards: %q", p)
+		}
 	}
 }
 
