@@ -122,8 +122,11 @@ type Conn struct {
 	wv, wvCur  net.Buffers // the writer's scratch
 	writerDone chan struct{}
 
-	mu      sync.Mutex
-	calls   map[uint64]*call
+	mu    sync.Mutex
+	calls map[uint64]*call
+	// ncalls is len(calls), stored under mu wherever calls changes, so
+	// that pending reads it without the lock (every leader does, twice).
+	ncalls  atomic.Int32
 	inbound map[uint64]*inbound
 	err     error
 	// peerBye is the reason the peer gave in a CLOSE frame.
@@ -310,6 +313,7 @@ func (c *Conn) fail(err error) {
 		c.err = err
 		calls := c.calls
 		c.calls = nil
+		c.ncalls.Store(0)
 		inb := c.inbound
 		c.inbound = nil
 		c.mu.Unlock()
@@ -409,6 +413,7 @@ func (c *Conn) takeCall(id uint64) (*call, bool) {
 	cl, ok := c.calls[id]
 	if ok {
 		delete(c.calls, id)
+		c.ncalls.Store(int32(len(c.calls)))
 	}
 	return cl, ok
 }
@@ -426,6 +431,7 @@ func (c *Conn) register(cl *call) error {
 		return c.callErrLocked()
 	}
 	c.calls[cl.id] = cl
+	c.ncalls.Store(int32(len(c.calls)))
 	return nil
 }
 

@@ -210,9 +210,9 @@ func (c *Conn) free() {
 }
 
 // leadFor reads and dispatches frames, as the leader, until cl completes
-// (true), or until ctx ends, the peer stays silent for SpinWait or the
-// connection fails (false: wait for cl the usual way). The role is given
-// up either way.
+// (true: it completed while this goroutine held the role), or until ctx
+// ends, the peer stays silent for SpinWait or the connection fails (false:
+// wait for cl the usual way). The role is given up either way.
 func (c *Conn) leadFor(ctx context.Context, cl *call) bool {
 	l := c.lead
 	var start time.Time
@@ -250,17 +250,25 @@ func (c *Conn) leadFor(ctx context.Context, cl *call) bool {
 		}
 	}
 	l.trying.Store(false)
-	if !cl.fin.Load() || c.pending() > 0 {
+	// Looked at before the role goes: once another goroutine reads, it
+	// may complete cl at any moment, and the caller must then wait for
+	// it the usual way (Request reuses a call only this goroutine
+	// completed, and complete is still running over there).
+	fin := cl.fin.Load()
+	if !fin || c.pending() > 0 {
 		l.toReader()
 	} else {
 		c.free()
 	}
-	return cl.fin.Load()
+	return fin
 }
 
 // pending is how many calls wait for the peer.
+//
+// A caller registers (ncalls) and then looks at the role; a leader sets
+// the role and then looks at ncalls. Both are sequentially consistent
+// atomics, so at least one of the two sees the other's store: a call is
+// never left with nobody reading for it (see free).
 func (c *Conn) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.calls)
+	return int(c.ncalls.Load())
 }
