@@ -3,7 +3,6 @@
 package ucx
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
@@ -132,27 +131,7 @@ func peerMain() int {
 // ctx's deadline or on its cancel, and never writes dst afterwards. Before
 // Get took a context, such a get waited in C forever.
 func TestGetFromStoppedPeer(t *testing.T) {
-	peer := exec.Command(os.Args[0])
-	peer.Env = append(os.Environ(), peerEnv+"=1")
-	peer.Stderr = os.Stderr
-	stdin, err := peer.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := peer.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = peer.Process.Signal(syscall.SIGCONT)
-		_ = stdin.Close()
-		_ = peer.Wait()
-	})
-	lines := bufio.NewScanner(stdout)
-	lines.Buffer(nil, 1<<20)
+	peer, lines := proctest.StartSelf(t, peerEnv)
 	var got []string
 	for len(got) < 3 && lines.Scan() {
 		got = append(got, lines.Text())
@@ -198,7 +177,7 @@ func TestGetFromStoppedPeer(t *testing.T) {
 		t.Fatal("wrong bytes from the running peer")
 	}
 
-	if err := proctest.Stop(peer.Process); err != nil {
+	if err := proctest.Stop(peer); err != nil {
 		t.Fatal(err)
 	}
 	clear(dst)
@@ -228,7 +207,7 @@ func TestGetFromStoppedPeer(t *testing.T) {
 	_ = ep.Close()
 
 	// The peer wakes and may serve the abandoned gets: dst stays untouched.
-	if err := peer.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := peer.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)

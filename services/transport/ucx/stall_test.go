@@ -3,14 +3,12 @@
 package ucx
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sync"
 	"syscall"
 	"testing"
@@ -60,26 +58,7 @@ func ownerMain() int {
 // connection reads again once the owner is back (a fresh UCX endpoint).
 // Before the get took a deadline, such a read waited in C for ever.
 func TestReadFromStoppedOwner(t *testing.T) {
-	owner := exec.Command(os.Args[0])
-	owner.Env = append(os.Environ(), ownerEnv+"=1")
-	owner.Stderr = os.Stderr
-	stdin, err := owner.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := owner.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := owner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = owner.Process.Signal(syscall.SIGCONT)
-		_ = stdin.Close()
-		_ = owner.Wait()
-	})
-	line := bufio.NewScanner(stdout)
+	owner, line := proctest.StartSelf(t, ownerEnv)
 	if !line.Scan() {
 		t.Fatalf("owner printed no address: %v", line.Err())
 	}
@@ -106,7 +85,7 @@ func TestReadFromStoppedOwner(t *testing.T) {
 	var stop sync.Once
 	testHookBeforeGet = func() {
 		stop.Do(func() {
-			if err := proctest.Stop(owner.Process); err != nil {
+			if err := proctest.Stop(owner); err != nil {
 				t.Error(err)
 			}
 		})
@@ -127,7 +106,7 @@ func TestReadFromStoppedOwner(t *testing.T) {
 	t.Logf("read from a stopped owner: %v after %v", err, took)
 	testHookBeforeGet = nil
 
-	if err := owner.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := owner.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
