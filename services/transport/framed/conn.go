@@ -66,7 +66,8 @@ var errQueueClosed = errors.New("write queue closed")
 // Stream is the byte stream a connection runs over.
 type Stream struct {
 	// Conn carries the bytes. Writes go through net.Buffers, so a
-	// *net.TCPConn gets writev.
+	// *net.TCPConn gets writev, and so does a Conn with a method
+	// WriteBuffers(*net.Buffers) (int64, error) that consumes them.
 	Conn net.Conn
 	// Read reads from Conn; nil means Conn.Read. The tcp busy_poll reactor
 	// supplies one that spins before parking.

@@ -295,6 +295,12 @@ func (c *Conn) writeLoop() {
 	}
 }
 
+// buffersWriter is a Stream.Conn with a writev of its own (net.Buffers
+// gives writev only to the net package's types).
+type buffersWriter interface {
+	WriteBuffers(bufs *net.Buffers) (int64, error)
+}
+
 // writeChunk bounds one write call, so that a long transfer shows progress
 // (txProgress) while it goes out: keepalive counts a peer that takes our
 // bytes as alive even when it has nothing to say.
@@ -319,7 +325,12 @@ func (c *Conn) writeBufs(bufs net.Buffers, progress bool) error {
 			bufs = bufs[1:]
 		}
 		c.wvCur = c.wv // WriteTo consumes its receiver
-		_, err := c.wvCur.WriteTo(c.s.Conn)
+		var err error
+		if bw, ok := c.s.Conn.(buffersWriter); ok {
+			_, err = bw.WriteBuffers(&c.wvCur)
+		} else {
+			_, err = c.wvCur.WriteTo(c.s.Conn)
+		}
 		clear(c.wv)
 		if err != nil {
 			return err

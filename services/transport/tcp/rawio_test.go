@@ -12,7 +12,9 @@ import (
 	"time"
 )
 
-func rawPair(t *testing.T) (*rawSocket, net.Conn) {
+// tcpPair is a connected pair over loopback: the dialed side and the
+// accepted side.
+func tcpPair(t *testing.T) (*net.TCPConn, net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -29,8 +31,17 @@ func rawPair(t *testing.T) (*rawSocket, net.Conn) {
 		t.Fatal(err)
 	}
 	peer := <-acc
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
 	t.Cleanup(func() { _ = peer.Close() })
-	s, err := newRawSocket(c.(*net.TCPConn))
+	return c.(*net.TCPConn), peer
+}
+
+func rawPair(t *testing.T) (*rawSocket, net.Conn) {
+	t.Helper()
+	c, peer := tcpPair(t)
+	s, err := newRawSocket(c)
 	if err != nil {
 		t.Fatal(err)
 	}

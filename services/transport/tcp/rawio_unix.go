@@ -32,6 +32,11 @@ const busyPollSupported = true
 // *net.TCPConn.
 type rawSocket struct {
 	*net.TCPConn
+	rawFD
+}
+
+// rawFD is a non-blocking fd's raw calls and their close guard.
+type rawFD struct {
 	fd     uintptr
 	mu     sync.RWMutex // held for reading by raw calls, for writing by Close
 	closed bool
@@ -54,10 +59,15 @@ func newRawSocket(tc *net.TCPConn) (*rawSocket, error) {
 
 // Close implements net.Conn: once no raw call runs, and none will.
 func (s *rawSocket) Close() error {
+	s.shut()
+	return s.TCPConn.Close()
+}
+
+// shut makes later raw calls fail, once those in flight returned.
+func (s *rawFD) shut() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	return s.TCPConn.Close()
 }
 
 // SetReadDeadline implements net.Conn.
@@ -73,7 +83,7 @@ func (s *rawSocket) SetDeadline(t time.Time) error {
 }
 
 // raw makes one read(2) or write(2) on the fd, retrying EINTR.
-func (s *rawSocket) raw(trap uintptr, p []byte) (int, syscall.Errno, bool) {
+func (s *rawFD) raw(trap uintptr, p []byte) (int, syscall.Errno, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -89,7 +99,7 @@ func (s *rawSocket) raw(trap uintptr, p []byte) (int, syscall.Errno, bool) {
 
 // TryRead reads what the socket holds without waiting: (0, nil) when
 // nothing is there, io.EOF at the end.
-func (s *rawSocket) TryRead(p []byte) (int, error) {
+func (s *rawFD) TryRead(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -105,7 +115,7 @@ func (s *rawSocket) TryRead(p []byte) (int, error) {
 
 // TryWrite writes what the socket takes without waiting: (0, nil) when it
 // has no room.
-func (s *rawSocket) TryWrite(p []byte) (int, error) {
+func (s *rawFD) TryWrite(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}

@@ -15,6 +15,8 @@
 //     read that drains the socket (so an idle connection costs one spin,
 //     then nothing; a connection with gaps shorter than the spin keeps a
 //     core busy). BenchmarkRoundTrip64 reports the CPU per round trip.
+//     On Linux the socket is kept out of the runtime's epoll set, so that
+//     segments arriving while it spins wake no thread (owned_linux.go).
 //     It needs processors to spare: see docs/transport.md.
 package tcp
 
@@ -189,7 +191,11 @@ func (t *Transport) prepare(nc net.Conn) (framed.Stream, error) {
 	if err := setUserTimeout(tc, t.opts.KeepaliveTimeout); err != nil {
 		return framed.Stream{}, fmt.Errorf("tcp transport: TCP_USER_TIMEOUT: %w", err)
 	}
-	conn, tryRead, tryWrite, err := rawStream(tc)
+	stream := rawStream
+	if t.opts.Reactor == ReactorBusyPoll {
+		stream = busyStream
+	}
+	conn, tryRead, tryWrite, err := stream(tc)
 	if err != nil {
 		return framed.Stream{}, err
 	}
