@@ -385,8 +385,13 @@ func pingPong(ctx context.Context, c transport.Conn, variant string, payload []b
 	for range conc {
 		wg.Go(func() {
 			var mine []time.Duration
-			for n := 0; n < minEach || time.Now().Before(deadline); n++ {
+			// Two clock reads per round trip, as in bench/cping: the
+			// start of one is also the end-of-run check.
+			for n := 0; ; n++ {
 				t0 := time.Now()
+				if n >= minEach && !t0.Before(deadline) {
+					break
+				}
 				resp, err := c.Request(ctx, pathEcho, payload)
 				if err == nil && len(resp) != len(payload) {
 					err = fmt.Errorf("echo of %d bytes came back as %d", len(payload), len(resp))
