@@ -419,6 +419,22 @@ func (c *Conn) takeCall(id uint64) (*call, bool) {
 	return cl, ok
 }
 
+// putBack returns a call the reader took out of the table, so that the
+// connection's end completes it like the others; if the connection ended
+// already, it completes it now, with the error fail gave the others.
+func (c *Conn) putBack(cl *call) {
+	c.mu.Lock()
+	if c.calls != nil {
+		c.calls[cl.id] = cl
+		c.ncalls.Store(int32(len(c.calls)))
+		c.mu.Unlock()
+		return
+	}
+	err := c.callErrLocked()
+	c.mu.Unlock()
+	cl.complete(nil, err)
+}
+
 func (c *Conn) lookupCall(id uint64) *call {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -503,10 +503,40 @@ func (c *Conn) onResponse(h transport.Header) error {
 	if !c.issued(h.Stream) {
 		return protoErr("response for stream %d, which this side never opened", h.Stream)
 	}
+	if h.Flags&(transport.FlagMore|transport.FlagCont) == 0 && c.w-c.r >= int(h.Length) {
+		// A reply in one frame that is all in the buffer, the usual case
+		// for small ones: the call leaves the table at once, one trip
+		// through it instead of two (a lookup now, a removal at the end),
+		// and this goroutine completes it. Only when nothing is left to
+		// read: a caller cancelling meanwhile finds its call gone and
+		// waits for it, which must not wait on the peer.
+		cl, ok := c.takeCall(h.Stream)
+		if !ok {
+			return c.discard(uint64(h.Length)) // abandoned by its caller
+		}
+		if err := c.readResponse(h, cl); err != nil {
+			c.putBack(cl) // the connection's end completes it with the others
+			return err
+		}
+		cl.complete(cl.resp, nil)
+		return nil
+	}
 	cl := c.lookupCall(h.Stream)
 	if cl == nil {
 		return c.discard(uint64(h.Length)) // abandoned by its caller
 	}
+	if err := c.readResponse(h, cl); err != nil || h.Flags&transport.FlagMore != 0 {
+		return err
+	}
+	if _, ok := c.takeCall(h.Stream); ok {
+		cl.complete(cl.resp, nil)
+	}
+	return nil
+}
+
+// readResponse reads a response frame's payload into cl and checks the
+// sizes; the call completes once a frame without FlagMore is in.
+func (c *Conn) readResponse(h transport.Header, cl *call) error {
 	if cl.bulk {
 		return protoErr("response frame on bulk-read stream %d", h.Stream)
 	}
@@ -547,14 +577,8 @@ func (c *Conn) onResponse(h transport.Header) error {
 		cl.got = part
 		cl.assembling = true
 	}
-	if more {
-		return nil
-	}
-	if cl.got != cl.total {
+	if !more && cl.got != cl.total {
 		return protoErr("response stream %d ended after %d of its %d bytes", h.Stream, cl.got, cl.total)
-	}
-	if _, ok := c.takeCall(h.Stream); ok {
-		cl.complete(cl.resp, nil)
 	}
 	return nil
 }

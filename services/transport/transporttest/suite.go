@@ -42,6 +42,7 @@ func Run(t *testing.T, f Factory) {
 		{"QuietPeerStaysUp", testQuietPeerStaysUp},
 		{"SilentDialer", testSilentDialer},
 		{"MalformedFrames", testMalformedFrames},
+		{"MalformedResponses", testMalformedResponses},
 		{"HandshakeRefusals", testHandshakeRefusals},
 		{"HandshakeRaw", testHandshakeRaw},
 		{"DialClosedPort", testDialClosedPort},
@@ -659,6 +660,55 @@ func testPeerDeathRaw(t *testing.T, f Factory) {
 		return c.ReadRemote(context.Background(), transport.RemoteRef{Length: 1000}, dst)
 	})
 	wantErr(t, err, transport.ErrPeerGone, transport.ErrTruncated)
+}
+
+// testMalformedResponses: a listener answers a pending request with a
+// response frame that breaks the protocol. The call must end with the
+// connection's error (ErrPeerGone, saying ErrProtocol), whichever way the
+// dialer's reader holds the call when it finds the fault (a whole frame
+// in its buffer is taken out of the call table before it is checked),
+// and never hang.
+func testMalformedResponses(t *testing.T, f Factory) {
+	e := newEnv(t, f, nil)
+	e.needRawListen()
+	cases := []struct {
+		name  string
+		reply func(stream uint64) []byte
+	}{
+		{"body short of its total", func(s uint64) []byte {
+			return frameBytes(transport.FrameResponse, 0, s, append(transport.AppendResponseHead(nil, 10), "abcde"...))
+		}},
+		{"body beyond its total", func(s uint64) []byte {
+			return frameBytes(transport.FrameResponse, 0, s, append(transport.AppendResponseHead(nil, 2), "abcde"...))
+		}},
+		{"a second response", func(s uint64) []byte {
+			ok := frameBytes(transport.FrameResponse, transport.FlagMore, s, append(transport.AppendResponseHead(nil, 10), "abcde"...))
+			return append(ok, frameBytes(transport.FrameResponse, 0, s, append(transport.AppendResponseHead(nil, 5), "abcde"...))...)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := e.rawServer(func(p *rawPeer) {
+				if err := p.handshakeAsListener(); err != nil {
+					t.Errorf("raw listener: %v", err)
+					return
+				}
+				h, _, err := p.readFrame()
+				if err != nil || h.Type != transport.FrameRequest {
+					t.Errorf("raw listener: got %v, %v; want a request", h, err)
+					return
+				}
+				_ = p.write(tc.reply(h.Stream))
+				_, _, _ = p.drain()
+			})
+			c := e.dial(addr)
+			err := within(t, "a request answered by a malformed response", func() error {
+				_, err := c.Request(context.Background(), pathEcho, []byte("hi"))
+				return err
+			})
+			wantErr(t, err, transport.ErrPeerGone, transport.ErrProtocol)
+		})
+	}
 }
 
 // testHalfOpen: the peer completes the handshake and then neither reads
