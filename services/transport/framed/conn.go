@@ -129,7 +129,12 @@ type Conn struct {
 	// that pending reads it without the lock (every leader does, twice).
 	ncalls  atomic.Int32
 	inbound map[uint64]*inbound
-	err     error
+	// ninbound is len(inbound), stored under mu wherever inbound changes
+	// (listInbound, unlistInbound). Only the reader goroutine adds
+	// entries, so a zero it reads means no stream of the peer's is in
+	// use, and a new request needs no look at the table.
+	ninbound atomic.Int32
+	err      error
 	// peerBye is the reason the peer gave in a CLOSE frame.
 	peerBye *transport.RemoteError
 
@@ -317,6 +322,7 @@ func (c *Conn) fail(err error) {
 		c.ncalls.Store(0)
 		inb := c.inbound
 		c.inbound = nil
+		c.ninbound.Store(0)
 		c.mu.Unlock()
 		close(c.done)
 		c.cancel()
@@ -899,16 +905,22 @@ func (c *Conn) finishInbound(id uint64, in *inbound, frames []outFrame, g *outGr
 			}
 		}
 	}
-	c.mu.Lock()
-	if in.unlisted && g != nil && c.inbound != nil {
-		// A reply in several writes can be cut short by a cancel, which
-		// finds the stream here.
-		c.inbound[id] = in
-		in.unlisted = false
+	canceled := false
+	// An inline request answered in one frame needs no look at the table:
+	// it is not listed, so no cancel reaches it, and a connection that
+	// ended meanwhile refuses the frame in pushSent.
+	if !in.unlisted || g != nil {
+		c.mu.Lock()
+		if in.unlisted && g != nil && c.inbound != nil {
+			// A reply in several writes can be cut short by a cancel,
+			// which finds the stream here.
+			c.listInbound(id, in)
+			in.unlisted = false
+		}
+		canceled = in.canceled || c.inbound == nil
+		in.group = g
+		c.mu.Unlock()
 	}
-	canceled := in.canceled || c.inbound == nil
-	in.group = g
-	c.mu.Unlock()
 	sent := true
 	if canceled {
 		releaseFrames(frames)
@@ -924,11 +936,24 @@ func (c *Conn) finishInbound(id uint64, in *inbound, frames []outFrame, g *outGr
 	}
 }
 
+// listInbound and unlistInbound change the inbound table; mu held, and
+// for listInbound a live connection (inbound not nil) on the reader
+// goroutine.
+func (c *Conn) listInbound(id uint64, in *inbound) {
+	c.inbound[id] = in
+	c.ninbound.Store(int32(len(c.inbound)))
+}
+
+func (c *Conn) unlistInbound(id uint64) {
+	delete(c.inbound, id)
+	c.ninbound.Store(int32(len(c.inbound)))
+}
+
 func (c *Conn) forgetInbound(id uint64, in *inbound) {
 	if !in.unlisted {
 		c.mu.Lock()
 		if c.inbound != nil && c.inbound[id] == in {
-			delete(c.inbound, id)
+			c.unlistInbound(id)
 		}
 		c.mu.Unlock()
 	}

@@ -311,9 +311,12 @@ func (c *Conn) onRequest(h transport.Header) error {
 	if part > head.Total || (!more && part != head.Total) {
 		return protoErr("request stream %d: a frame of %d body bytes for a %d-byte total", h.Stream, part, head.Total)
 	}
-	c.mu.Lock()
-	_, dup := c.inbound[h.Stream]
-	c.mu.Unlock()
+	dup := false
+	if c.ninbound.Load() > 0 {
+		c.mu.Lock()
+		_, dup = c.inbound[h.Stream]
+		c.mu.Unlock()
+	}
 	if dup {
 		return protoErr("request on stream %d, which is still in use", h.Stream)
 	}
@@ -343,7 +346,7 @@ func (c *Conn) onRequest(h transport.Header) error {
 		in.assembling = true
 		c.mu.Lock()
 		if c.inbound != nil {
-			c.inbound[h.Stream] = in
+			c.listInbound(h.Stream, in)
 		}
 		c.mu.Unlock()
 		return nil
@@ -376,7 +379,7 @@ func (c *Conn) deliver(id uint64, in *inbound) error {
 	if in.oneway {
 		c.mu.Lock()
 		if c.inbound != nil && c.inbound[id] == in {
-			delete(c.inbound, id)
+			c.unlistInbound(id)
 		}
 		c.mu.Unlock()
 		m := onewayMsg{path: in.head.Path, payload: in.body}
@@ -419,7 +422,7 @@ func (c *Conn) deliver(id uint64, in *inbound) error {
 	}
 	in.assembling = false
 	in.cancel = cancel // under mu: fail reads it from another goroutine
-	c.inbound[id] = in
+	c.listInbound(id, in)
 	c.mu.Unlock()
 	body := in.body
 	in.body = nil
@@ -471,7 +474,7 @@ func (c *Conn) onBulkRead(h transport.Header) error {
 	}
 	ctx, cancel := c.handlerContext(br.Budget)
 	in := &inbound{cancel: cancel}
-	c.inbound[h.Stream] = in
+	c.listInbound(h.Stream, in)
 	c.mu.Unlock()
 	return c.serveHere(func() { c.serveRead(ctx, h.Stream, in, br.Ref) })
 }
@@ -484,7 +487,7 @@ func (c *Conn) onCancel(id uint64) {
 		return // finished already, or never seen: nothing to stop
 	}
 	if in.assembling {
-		delete(c.inbound, id)
+		c.unlistInbound(id)
 		c.mu.Unlock()
 		return
 	}
