@@ -108,6 +108,13 @@ type Conn struct {
 	// spareIn is an inline request's record, kept for the next one once
 	// its reply went out (onRequest, finishInbound); reading role only.
 	spareIn *inbound
+	// nextBody is a small message body allocated ahead, while the reader
+	// waits for the peer (after a reply went out, or as a leader starts
+	// to read), for the next small inline request or whole response to
+	// take instead of allocating between its read and the next write:
+	// reading role only. Its size is the last such body's (bodySize).
+	nextBody []byte
+	bodySize int
 	// spareCall is a call record a leader left for the next call (Request).
 	spareCall atomic.Pointer[call]
 	// peerMax is the largest message the peer accepts.
@@ -932,7 +939,28 @@ func (c *Conn) finishInbound(id uint64, in *inbound, frames []outFrame, g *outGr
 		if in.reuse && sent { // the queue holds no frame in in.reply
 			in.cancel = nil
 			c.spareIn = in
+			c.allocAhead() // the reply is out: the next request is a round trip away
 		}
+	}
+}
+
+// takeBody returns a buffer for a body of n ≤ smallFrame bytes: the one
+// allocated ahead if it is large enough, else a new one. The caller owns
+// it (handlers and callers may keep bodies). Reading role only.
+func (c *Conn) takeBody(n int) []byte {
+	c.bodySize = n
+	if b := c.nextBody; n > 0 && n <= cap(b) {
+		c.nextBody = nil
+		return b[:n:n]
+	}
+	return make([]byte, n)
+}
+
+// allocAhead allocates the next small body while nothing waits on this
+// goroutine. Reading role only.
+func (c *Conn) allocAhead() {
+	if c.nextBody == nil && c.bodySize > 0 {
+		c.nextBody = make([]byte, c.bodySize)
 	}
 }
 

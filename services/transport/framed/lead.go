@@ -215,6 +215,7 @@ func (c *Conn) free() {
 // wait for cl the usual way). The role is given up either way.
 func (c *Conn) leadFor(ctx context.Context, cl *call) bool {
 	l := c.lead
+	c.allocAhead() // the reply is a round trip away
 	var start time.Time
 	for i := 1; !cl.fin.Load(); i++ {
 		got, err := c.tryFill(transport.HeaderSize)

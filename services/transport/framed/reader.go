@@ -332,7 +332,7 @@ func (c *Conn) onRequest(h transport.Header) error {
 			in = new(inbound)
 		}
 		*in = inbound{head: head, got: part, reuse: true}
-		in.body = make([]byte, part)
+		in.body = c.takeBody(int(part))
 	} else if in = (&inbound{head: head, oneway: oneway, got: part}); !more && part <= smallFrame {
 		in.body = in.small[:part:part] // the body lives as long as in
 	} else {
@@ -573,7 +573,11 @@ func (c *Conn) readResponse(h transport.Header, cl *call) error {
 			return protoErr("response stream %d: a frame of %d body bytes for a %d-byte total", h.Stream, part, total)
 		}
 		cl.total = total
-		cl.resp = grow(nil, part, total)[:part]
+		if !more && part <= smallFrame {
+			cl.resp = c.takeBody(int(part))
+		} else {
+			cl.resp = grow(nil, part, total)[:part]
+		}
 		if _, err := c.readFull(cl.resp, nil); err != nil {
 			return c.truncated(err, "payload")
 		}
