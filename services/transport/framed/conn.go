@@ -949,9 +949,13 @@ func (c *Conn) finishInbound(id uint64, in *inbound, frames []outFrame, g *outGr
 // it (handlers and callers may keep bodies). Reading role only.
 func (c *Conn) takeBody(n int) []byte {
 	c.bodySize = n
-	if b := c.nextBody; n > 0 && n <= cap(b) {
+	b := c.nextBody
+	if n > 0 && n <= cap(b) {
 		c.nextBody = nil
 		return b[:n:n]
+	}
+	if n > cap(b) {
+		c.nextBody = nil // too small for the bodies that come now: allocAhead sizes the next afresh
 	}
 	return make([]byte, n)
 }
