@@ -225,7 +225,7 @@ func (s *ownedSocket) WriteBuffers(bufs *net.Buffers) (int64, error) {
 			*bufs = (*bufs)[:0]
 			break
 		}
-		n, e, ok := s.writev(s.iov)
+		n, e, ok := s.raw(syscall.SYS_WRITEV, unsafe.Pointer(&s.iov[0]), len(s.iov))
 		clear(s.iov) // drop the references to the buffers
 		n, err := rawResult("writev", n, e, ok)
 		if err != nil {
@@ -254,28 +254,10 @@ func consume(bufs *net.Buffers, n int) {
 	}
 }
 
-// writev is raw for writev(2).
-func (s *ownedSocket) writev(iov []syscall.Iovec) (int, syscall.Errno, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return 0, 0, false
-	}
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, s.fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		if e != syscall.EINTR {
-			return int(n), e, true
-		}
-	}
-}
-
 // wait parks until the socket is ready in w's direction; a closed socket
 // is net.ErrClosed, a passed deadline os.ErrDeadlineExceeded.
 func (s *ownedSocket) wait(w *waitSet) error {
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
+	if s.isClosed() {
 		return net.ErrClosed
 	}
 	err := w.wait(s.fd)

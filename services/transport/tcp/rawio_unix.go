@@ -82,17 +82,18 @@ func (s *rawSocket) SetDeadline(t time.Time) error {
 	return s.TCPConn.SetDeadline(t)
 }
 
-// raw makes one read(2) or write(2) on the fd, retrying EINTR.
-func (s *rawFD) raw(trap uintptr, p []byte) (int, syscall.Errno, bool) {
+// raw makes one read(2), write(2) or writev(2) on the fd (buf and n are
+// its second and third arguments), retrying EINTR.
+func (s *rawFD) raw(trap uintptr, buf unsafe.Pointer, n int) (int, syscall.Errno, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return 0, 0, false
 	}
 	for {
-		n, _, e := syscall.RawSyscall(trap, s.fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		r, _, e := syscall.RawSyscall(trap, s.fd, uintptr(buf), uintptr(n))
 		if e != syscall.EINTR {
-			return int(n), e, true
+			return int(r), e, true
 		}
 	}
 }
@@ -106,7 +107,7 @@ func (s *rawFD) TryRead(p []byte) (int, error) {
 	if s.interrupt.Load() {
 		return 0, os.ErrDeadlineExceeded
 	}
-	n, e, ok := s.raw(syscall.SYS_READ, p)
+	n, e, ok := s.raw(syscall.SYS_READ, unsafe.Pointer(&p[0]), len(p))
 	if ok && e == 0 && n == 0 {
 		return 0, io.EOF
 	}
@@ -119,7 +120,7 @@ func (s *rawFD) TryWrite(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, e, ok := s.raw(syscall.SYS_WRITE, p)
+	n, e, ok := s.raw(syscall.SYS_WRITE, unsafe.Pointer(&p[0]), len(p))
 	return rawResult("write", n, e, ok)
 }
 
