@@ -172,6 +172,14 @@ func (s *Server) handle(in net.Conn) {
 	if err == nil {
 		err = h.Check(s.o.ID)
 	}
+	if errors.Is(err, io.EOF) {
+		// Closed before its first byte: a reachability probe (an owner
+		// connects to its neighbours' relay addresses every
+		// owner.ReachProbeInterval to see which it reaches), nothing to
+		// refuse or to warn about.
+		s.o.Log.Debug("relay: connection closed before a header", "from", in.RemoteAddr().String())
+		return
+	}
 	if err != nil {
 		s.o.Log.Warn("relay: refused a path", "from", in.RemoteAddr().String(), "path", fmt.Sprintf("%x", h.PathID), "err", err)
 		_ = writeReply(in, err)

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fluxon-dev/fluxon/internal/logtest"
 )
 
 // fence is a DialFunc that connects only to the addresses allowed holds
@@ -161,7 +164,44 @@ func TestRelayRefusals(t *testing.T) {
 	}
 
 	// Garbage at a relay port: a clear refusal, not a hang.
-	c, err := NetDial(ctx, hops[0].Addr)
+	sendGarbage(ctx, t, hops[0].Addr)
+}
+
+// A connection closed before its first byte is a reachability probe
+// (owners probe their neighbours' relay addresses every 2 s): logged at
+// debug level only, where a bad header is a warning.
+func TestProbeIsNotARefusal(t *testing.T) {
+	logs := &logtest.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ln := listen(t)
+	s := Serve(ln, ServerOptions{ID: "b", Dial: NetDial, Log: log, SetupTimeout: 5 * time.Second})
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 3 {
+		c, err := NetDial(ctx, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	sendGarbage(ctx, t, ln.Addr().String())
+	for logs.Lines("closed before a header") < 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("the probes were not logged:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := logs.Lines("level=WARN"); n != 1 || logs.Lines("refused a path") != 1 {
+		t.Fatalf("%d warnings, want the bad header's alone:\n%s", n, logs.String())
+	}
+}
+
+// sendGarbage writes an HTTP request to the relay port at addr and checks
+// that the relay refuses it with ErrBadHeader.
+func sendGarbage(ctx context.Context, t *testing.T, addr string) {
+	t.Helper()
+	c, err := NetDial(ctx, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
