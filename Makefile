@@ -8,11 +8,17 @@ BIN := bin/fluxon
 NATIVE_ASAN := build/native-asan
 # Optional native transports, built (and tested) where their libraries are installed:
 # rdma: the libibverbs wrappers (cgo/rdma), so `make test` exercises the real no-device path;
-# ucx: the UCX transport (services/transport/ucx). The default `go build` links none of them.
-RDMA_TAG := $(shell pkg-config --exists libibverbs 2>/dev/null && echo rdma)
-UCX_TAG := $(shell pkg-config --exists ucx 2>/dev/null && echo ucx)
+# ucx: the UCX transport (services/transport/ucx);
 # dpdk: the DPDK transport over libdpdk (cgo/dpdk, services/transport/dpdk).
-DPDK_TAG := $(shell pkg-config --exists libdpdk 2>/dev/null && echo dpdk)
+# A plain `go build` links none of them; `make build` and the benchmarks link every one whose
+# library is installed, so bin/fluxon on an RDMA host offers rdma (`fluxon version` lists them).
+# Recursively expanded on purpose: pkg-config is asked when a recipe runs, after `deps` has
+# installed the libraries on a fresh machine, not when make reads this file.
+RDMA_TAG = $(shell pkg-config --exists libibverbs 2>/dev/null && echo rdma)
+UCX_TAG = $(shell pkg-config --exists ucx 2>/dev/null && echo ucx)
+DPDK_TAG = $(shell pkg-config --exists libdpdk 2>/dev/null && echo dpdk)
+NATIVE_TAGS = $(subst $(eval) ,$(comma),$(strip $(RDMA_TAG) $(UCX_TAG) $(DPDK_TAG)))
+GO_BUILD = $(GO) build $(if $(NATIVE_TAGS),-tags $(NATIVE_TAGS))
 GO_TAGS ?= $(subst $(eval) ,$(comma),$(strip invariants $(RDMA_TAG) $(UCX_TAG) $(DPDK_TAG)))
 GO_TEST_FLAGS ?= -race -tags $(GO_TAGS) -timeout 20m
 export CGO_ENABLED := 1
@@ -37,7 +43,7 @@ deps:
 	@$(GO) mod download
 
 build: deps native-stamp
-	$(GO) build -o $(BIN) ./cmd/fluxon
+	$(GO_BUILD) -o $(BIN) ./cmd/fluxon
 
 # The cgo packages #include native/*.c, which Go's build cache does not see:
 # a generated file per package carries a hash of native/ (scripts/native-stamp.sh).

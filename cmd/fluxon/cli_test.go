@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
+
+	cgordma "github.com/fluxon-dev/fluxon/cgo/rdma"
 )
 
 // Every command explains itself: a short line, a long text or examples, and
@@ -47,7 +50,22 @@ func TestVersionJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal(out.Bytes(), &v))
 	require.Equal(t, "0.1.0", v.NativeCore)
 	require.NotEmpty(t, v.GoVersion)
-	require.NotNil(t, v.Transports)
+	// Pure Go transports are always in; each native one is either listed
+	// or said to be missing, with how to build it in.
+	require.Subset(t, v.Transports, []string{"tcp", "quic", "websocket"})
+	for _, name := range []string{"rdma", "ucx", "dpdk"} {
+		_, missing := v.NotCompiled[name]
+		require.NotEqual(t, slices.Contains(v.Transports, name), missing, "%s: listed %v, not compiled %v", name, v.Transports, v.NotCompiled)
+		if missing {
+			require.Contains(t, v.NotCompiled[name], "-tags "+name)
+		}
+	}
+	require.Equal(t, cgordma.Compiled, slices.Contains(v.Transports, "rdma"))
+	if _, err := cgordma.Devices(); cgordma.Compiled && err != nil {
+		require.Contains(t, v.Unavailable["rdma"], "no RDMA device")
+	} else {
+		require.NotContains(t, v.Unavailable, "rdma")
+	}
 
 	r = newRoot()
 	r.SetOut(&out)

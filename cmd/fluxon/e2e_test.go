@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,6 +39,12 @@ func TestMain(m *testing.M) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
+	if tags := testBuildTags(); tags != "" {
+		// make test builds with the native transports' tags (rdma, ucx,
+		// dpdk where installed), as make build does: the fluxon under test
+		// offers what the shipped one offers.
+		args = append(args, "-tags", tags)
+	}
 	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building fluxon: %v\n%s", err, out)
@@ -46,6 +53,18 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// testBuildTags are the build tags this test binary was built with.
+func testBuildTags() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, st := range bi.Settings {
+			if st.Key == "-tags" {
+				return st.Value
+			}
+		}
+	}
+	return ""
 }
 
 // proc is a fluxon process whose output the test can wait on.

@@ -201,8 +201,14 @@ type NetworkConfig struct {
 	PollMode       string `yaml:"poll_mode"`
 	TCPReactorMode string `yaml:"tcp_reactor_mode"`
 	// Transports is the preference order.
-	Transports      []string `yaml:"transports"`
-	RDMADeviceNames []string `yaml:"rdma_device_names"`
+	Transports []string `yaml:"transports"`
+	// TransportsDefaulted: Transports is DefaultTransports because the
+	// config names none (set by ApplyDefaults, never read from YAML). An
+	// owner then leaves out what would be slower than tcp on its host
+	// (ucx without an RDMA device); a list the config gives is offered
+	// as it stands.
+	TransportsDefaulted bool     `yaml:"-"`
+	RDMADeviceNames     []string `yaml:"rdma_device_names"`
 	// AdvertiseAddress is the host or IP other members use to reach this
 	// one; by default the host part of listen.transport (listen.grpc on a
 	// master), or this machine's hostname when that host is a wildcard.
@@ -317,6 +323,7 @@ func (c *Config) ApplyDefaults(role Role) {
 	str("network.tcp_reactor_mode", &c.Network.TCPReactorMode, poll)
 	if c.Network.Transports == nil && !c.inDoc("network.transports") {
 		c.Network.Transports = append([]string(nil), DefaultTransports...)
+		c.Network.TransportsDefaulted = true
 	}
 
 	if role.hasOwner() {

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	cdpdk "github.com/fluxon-dev/fluxon/cgo/dpdk"
 	"github.com/fluxon-dev/fluxon/cgo/pool"
 	cgordma "github.com/fluxon-dev/fluxon/cgo/rdma"
+	cucx "github.com/fluxon-dev/fluxon/cgo/ucx"
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/services/transport"
 	"github.com/fluxon-dev/fluxon/services/transport/dpdk"
@@ -25,6 +27,21 @@ import (
 // errNotConfigured: a transport that needs per-host settings this
 // owner's config does not give.
 var errNotConfigured = errors.New("not configured")
+
+// errUCXWithoutRDMA: ucx in the default transport order on a host without
+// an RDMA device. UCX would run over TCP there, below the tcp transport
+// (bulk about half its rate on the 2-core test VM, docs/transport.md), and
+// the default order would make every peer pair prefer it.
+var errUCXWithoutRDMA = errors.New("not offered by default on a host without an RDMA device: UCX would run over TCP, slower than the tcp transport; list ucx in network.transports to offer it anyway")
+
+// rdmaHost reports whether the host has an RDMA device (the devices
+// rdma-core finds are those under /sys/class/infiniband: InfiniBand,
+// RoCE, iWARP and soft-RoCE alike), whether or not this binary has the
+// rdma build tag. A variable for tests.
+var rdmaHost = func() bool {
+	devs, _ := filepath.Glob("/sys/class/infiniband/*")
+	return len(devs) > 0
+}
 
 // nodeTransports says how one of the owner's nodes uses its transports.
 type nodeTransports struct {
@@ -73,7 +90,12 @@ func (o *Owner) newTransport(cfg *config.Config, log *slog.Logger, reg prometheu
 				return websocket.New(websocket.Options{Options: topts, CertFile: tlsc.CertFile, KeyFile: tlsc.KeyFile, CAFile: tlsc.CAFile})
 			}})
 		case config.TransportUCX:
-			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) { return ucx.New(ucx.Options{Options: topts}) }})
+			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
+				if cucx.Supported() && cfg.Network.TransportsDefaulted && !rdmaHost() {
+					return nil, errUCXWithoutRDMA
+				}
+				return ucx.New(ucx.Options{Options: topts})
+			}})
 		case config.TransportRDMA:
 			cands = append(cands, transport.Candidate{Name: name, New: func() (transport.Transport, error) {
 				return o.rdmaTransport(cfg, topts, tc)

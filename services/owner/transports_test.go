@@ -10,6 +10,7 @@ import (
 	"time"
 
 	cgordma "github.com/fluxon-dev/fluxon/cgo/rdma"
+	cucx "github.com/fluxon-dev/fluxon/cgo/ucx"
 	"github.com/fluxon-dev/fluxon/control/config"
 	"github.com/fluxon-dev/fluxon/control/meta"
 	"github.com/fluxon-dev/fluxon/control/meta/metatest"
@@ -106,6 +107,47 @@ func TestOwnerDPDKNeedsConfig(t *testing.T) {
 	}
 	if n := logs.Lines("set network.dpdk.address"); n != 1 {
 		t.Errorf("the reason dpdk is not offered was logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// ucx in the default transport order is offered only on a host with an
+// RDMA device: elsewhere UCX runs over TCP, slower than the tcp transport,
+// and the default order would make every peer pair prefer it. A config
+// that lists ucx gets it on any host. In a build without the ucx tag it is
+// never offered, and the reason says so.
+func TestOwnerUCXByDefaultOnlyWithRDMA(t *testing.T) {
+	for _, tc := range []struct {
+		name, network string
+		rdmaHost      bool
+		wantUCX       bool
+		reason        string
+	}{
+		{"default order, no device", "", false, false, "without an RDMA device"},
+		{"default order, a device", "", true, true, ""},
+		{"listed, no device", "  transports: [ucx, tcp]\n", false, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			was := rdmaHost
+			rdmaHost = func() bool { return tc.rdmaHost }
+			t.Cleanup(func() { rdmaHost = was })
+			o, logs := startClusterOwner(t, tc.network)
+			got := offered(t, o, rpc.EndpointKey)
+			if !cucx.Supported() {
+				if slices.Contains(got, "ucx") || logs.Lines("not in this build") != 1 {
+					t.Errorf("a build without ucx offers %v, and logged:\n%s", got, logs.String())
+				}
+				return
+			}
+			if slices.Contains(got, "ucx") != tc.wantUCX {
+				t.Errorf("offers %v; want ucx: %v", got, tc.wantUCX)
+			}
+			if tc.reason != "" && logs.Lines(tc.reason) != 1 {
+				t.Errorf("the reason ucx is not offered (%q) was not logged once:\n%s", tc.reason, logs.String())
+			}
+			if !slices.Contains(got, "tcp") {
+				t.Errorf("offers %v, without tcp", got)
+			}
+		})
 	}
 }
 
