@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxon-dev/fluxon/services/transport"
@@ -95,6 +96,10 @@ type Transport struct {
 
 var _ transport.Transport = (*Transport)(nil)
 
+// fewProcsWarned: the busy_poll-with-few-processors warning went out
+// (once per process: an owner builds a transport per node).
+var fewProcsWarned atomic.Bool
+
 // New returns a TCP transport.
 func New(o Options) (*Transport, error) {
 	mode, err := ParseReactorMode(string(o.Reactor))
@@ -109,7 +114,7 @@ func New(o Options) (*Transport, error) {
 		o.BusyPollSpin = DefaultBusyPollSpin
 	}
 	o.Options = o.Options.WithDefaults()
-	if procs := runtime.GOMAXPROCS(0); mode == ReactorBusyPoll && procs < MinBusyPollProcs {
+	if procs := runtime.GOMAXPROCS(0); mode == ReactorBusyPoll && procs < MinBusyPollProcs && fewProcsWarned.CompareAndSwap(false, true) {
 		o.Log.Warn("tcp transport: busy_poll with few processors: the spinning readers take the cores the work needs, so expect higher latency than event_driven",
 			"gomaxprocs", procs, "recommended_min", MinBusyPollProcs)
 	}

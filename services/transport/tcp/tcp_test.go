@@ -3,9 +3,11 @@ package tcp
 import (
 	"errors"
 	"log/slog"
+	"runtime"
 	"testing"
 
 	"github.com/fluxon-dev/fluxon/control/config"
+	"github.com/fluxon-dev/fluxon/internal/logtest"
 	"github.com/fluxon-dev/fluxon/services/transport"
 )
 
@@ -40,5 +42,25 @@ func TestNameAndMode(t *testing.T) {
 	}
 	if tr.Name() != "tcp" || tr.Reactor() != ReactorBusyPoll {
 		t.Fatalf("Name %q, Reactor %q", tr.Name(), tr.Reactor())
+	}
+}
+
+// busy_poll on fewer than MinBusyPollProcs processors is warned about once
+// per process, not once per transport (an owner builds one per node).
+func TestFewProcessorsWarnedOnce(t *testing.T) {
+	if !busyPollSupported {
+		t.Skip("no busy_poll on this platform")
+	}
+	was := runtime.GOMAXPROCS(MinBusyPollProcs - 1)
+	t.Cleanup(func() { runtime.GOMAXPROCS(was) })
+	fewProcsWarned.Store(false)
+	logs := &logtest.Buffer{}
+	for range 2 {
+		if _, err := New(Options{Options: transport.Options{Log: slog.New(slog.NewTextHandler(logs, nil))}, Reactor: ReactorBusyPoll}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := logs.Lines("busy_poll with few processors"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, logs.String())
 	}
 }
