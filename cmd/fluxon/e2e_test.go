@@ -104,7 +104,9 @@ func start(t *testing.T, dir string, args ...string) *proc {
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		if t.Failed() {
+		// FLUXON_E2E_LOGS=1 prints every process's output, passed or not
+		// (to look for warnings a passing run hides).
+		if t.Failed() || os.Getenv("FLUXON_E2E_LOGS") != "" {
 			t.Logf("output of fluxon %s:\n%s", strings.Join(args, " "), p.output())
 		}
 	})
