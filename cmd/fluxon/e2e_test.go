@@ -179,7 +179,8 @@ func TestUpStartStopRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "up")+"listen:\n  resp: \"\"\n")
-	args := []string{"up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0"}
+	etcd := metatest.FreeAddrs(t, 2)
+	args := []string{"up", "--config", upCfg, "--etcd-client", etcd[0], "--etcd-peer", etcd[1], "--http", "127.0.0.1:0"}
 	up := start(t, dir, args...)
 	up.waitOutput(t, upBannerEnd, 30*time.Second)
 	for _, what := range []string{"etcd ", "master ", "owner ", "/metrics", "fluxon status"} {
@@ -386,9 +387,10 @@ func TestEtcdUnreachableIsClear(t *testing.T) {
 func TestKVCommandsAgainstUp(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	respAddr := metatest.FreeAddr(t)
+	addrs := metatest.FreeAddrs(t, 3) // RESP, etcd client, etcd peer
+	respAddr := addrs[0]
 	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "kvup")+fmt.Sprintf("listen:\n  resp: %q\n", respAddr))
-	up := start(t, dir, "up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0")
+	up := start(t, dir, "up", "--config", upCfg, "--etcd-client", addrs[1], "--etcd-peer", addrs[2], "--http", "127.0.0.1:0")
 	up.waitOutput(t, upBannerEnd, 30*time.Second)
 
 	kvRun := func(args ...string) string {

@@ -24,7 +24,8 @@ func TestMQCommandsAgainstUp(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	upCfg := writeConfig(t, dir, "up.yaml", sharedPaths(t, "mqup")+"listen:\n  resp: \"\"\n")
-	up := start(t, dir, "up", "--config", upCfg, "--etcd-client", metatest.FreeAddr(t), "--etcd-peer", metatest.FreeAddr(t), "--http", "127.0.0.1:0")
+	etcd := metatest.FreeAddrs(t, 2)
+	up := start(t, dir, "up", "--config", upCfg, "--etcd-client", etcd[0], "--etcd-peer", etcd[1], "--http", "127.0.0.1:0")
 	up.waitOutput(t, upBannerEnd, 30*time.Second)
 
 	mqRun := func(args ...string) string {

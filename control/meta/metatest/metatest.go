@@ -26,19 +26,32 @@ const etcdStartTimeout = 30 * time.Second
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return FreeAddrs(t, 1)[0]
+}
+
+// FreeAddrs is n distinct free loopback addresses. They are picked with
+// all n listeners open at once: two FreeAddr calls in a row may get the
+// same port back (the first is free again when the second picks), which
+// made an embedded etcd's client and peer listeners collide.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return addrs
 }
 
 // Embedded starts an embedded etcd for the test and returns its client URL.
 func Embedded(t testing.TB) string {
 	t.Helper()
-	e, err := meta.StartEmbedded(t.TempDir(), FreeAddr(t), FreeAddr(t))
+	a := FreeAddrs(t, 2)
+	e, err := meta.StartEmbedded(t.TempDir(), a[0], a[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +80,12 @@ func StartProcessOn(t testing.TB, host string) *Proc {
 	if err != nil {
 		t.Fatalf("etcd binary not found (make deps installs Debian's etcd-server): %v", err)
 	}
-	p := &Proc{dir: t.TempDir(), peer: FreeAddr(t), t: t}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The peer port is picked while the client's is held, so they differ.
+	p := &Proc{dir: t.TempDir(), peer: FreeAddr(t), t: t}
 	p.URL = "http://" + ln.Addr().String()
 	ln.Close()
 	p.start(t, bin)
