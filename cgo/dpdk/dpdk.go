@@ -238,6 +238,10 @@ func Open(e EAL, cfg PortConfig) (*Port, error) {
 		defer C.free(unsafe.Pointer(name))
 		var mac [6]C.uint8_t
 		rc, errno := C.flx_dpdk_port_open(name, C.uint(cfg.Mbufs), &p.c, &mac[0])
+		if rc == C.FLX_ENOTFOUND {
+			err = &Error{Op: "open port " + cfg.Device + ": the EAL has no port of that name (ports are the devices the EAL created at its start, once per process: a vdev given to it, or a PCI NIC it probed; a port closed in this process is gone until it restarts)", Code: int(rc)}
+			return
+		}
 		if err = check("open port "+cfg.Device, rc, errno); err != nil {
 			return
 		}
