@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -57,6 +58,7 @@ var eal struct {
 	mu      sync.Mutex
 	started bool
 	args    []string
+	vdevs   []string // the EAL's --vdev specs
 	err     error
 	cmds    chan func()
 	wake    chan struct{}
@@ -101,6 +103,7 @@ func startEAL(e EAL) error {
 	}
 	eal.started = true
 	eal.args = args
+	eal.vdevs = e.VDevs
 	eal.cmds = make(chan func(), 16)
 	eal.wake = make(chan struct{}, 1)
 	errc := make(chan error, 1)
@@ -194,6 +197,18 @@ func pollLoop() {
 	}
 }
 
+// vdevArgs finds device among the EAL's --vdev specs ("name,args") and
+// returns its args.
+func vdevArgs(specs []string, device string) (string, bool) {
+	for _, spec := range specs {
+		name, args, _ := strings.Cut(spec, ",")
+		if name == device {
+			return args, true
+		}
+	}
+	return "", false
+}
+
 // onEAL runs f on the EAL thread and waits for it.
 func onEAL(f func()) {
 	done := make(chan struct{})
@@ -239,7 +254,22 @@ func Open(e EAL, cfg PortConfig) (*Port, error) {
 		var mac [6]C.uint8_t
 		rc, errno := C.flx_dpdk_port_open(name, C.uint(cfg.Mbufs), &p.c, &mac[0])
 		if rc == C.FLX_ENOTFOUND {
-			err = &Error{Op: "open port " + cfg.Device + ": the EAL has no port of that name (ports are the devices the EAL created at its start, once per process: a vdev given to it, or a PCI NIC it probed; a port closed in this process is gone until it restarts)", Code: int(rc)}
+			// A vdev of the EAL's whose port was closed in this process:
+			// created again, as at EAL start.
+			if args, ok := vdevArgs(eal.vdevs, cfg.Device); ok {
+				cargs := C.CString(args)
+				rc, errno = C.flx_dpdk_vdev_recreate(name, cargs)
+				C.free(unsafe.Pointer(cargs))
+				if rc == 0 {
+					rc, errno = C.flx_dpdk_port_open(name, C.uint(cfg.Mbufs), &p.c, &mac[0])
+				} else {
+					err = check("open port "+cfg.Device+": create its vdev again", rc, errno)
+					return
+				}
+			}
+		}
+		if rc == C.FLX_ENOTFOUND {
+			err = &Error{Op: "open port " + cfg.Device + ": the EAL has no port of that name (ports are the --vdev devices it was given, or the PCI NICs it probed; a closed PCI port is gone until the process restarts)", Code: int(rc)}
 			return
 		}
 		if err = check("open port "+cfg.Device, rc, errno); err != nil {

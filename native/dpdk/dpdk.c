@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <time.h>
 
+#include <rte_dev.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -168,6 +169,16 @@ int flx_dpdk_port_stats(flx_dpdk_port *p, uint64_t *ipackets, uint64_t *opackets
   *opackets = s.opackets;
   *errors = s.ierrors + s.oerrors + s.imissed + s.rx_nombuf;
   return 0;
+}
+
+int flx_dpdk_vdev_recreate(const char *name, const char *args) {
+  if (name == NULL) return FLX_EINVAL;
+  /* The device of a port closed earlier is still on the vdev bus, with no
+   * ethdev: take it off (an error only means it is not there), then
+   * create it afresh, as --vdev did at EAL init. */
+  (void)rte_eal_hotplug_remove("vdev", name);
+  int rc = rte_eal_hotplug_add("vdev", name, args != NULL ? args : "");
+  return rc < 0 ? sys_err(rc) : 0;
 }
 
 void flx_dpdk_port_close(flx_dpdk_port *p) {

@@ -4,26 +4,17 @@ package owner
 
 import (
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/fluxon-dev/fluxon/services/rpc"
 	"github.com/fluxon-dev/fluxon/services/transport/multi"
 )
 
-// ringPortUsed: net_ring0 was opened in this process.
-var ringPortUsed atomic.Bool
-
 // With network.dpdk set, an owner built with the dpdk tag opens the port
 // (net_ring0: DPDK's in-process loopback, no NIC, no hugepages) and
 // advertises dpdk on both nodes: the RPC node at the configured service
 // port, the KV node at another, both with the port's MAC.
 func TestOwnerOffersConfiguredDPDK(t *testing.T) {
-	if ringPortUsed.Swap(true) {
-		// DPDK's EAL creates its vdevs once per process, and the owner's
-		// Close closes net_ring0 for good (cgo/dpdk.Open then explains).
-		t.Skip("net_ring0 was opened and closed by an earlier run in this process (go test -count > 1)")
-	}
 	o, logs := startClusterOwner(t, `  transports: [dpdk, tcp]
   dpdk:
     address: dpdk://net_ring0:7100

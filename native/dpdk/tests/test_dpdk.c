@@ -55,7 +55,21 @@ int main(void) {
   flx_dpdk_idle(0);
   flx_dpdk_idle(1);
   flx_dpdk_port_close(p);
+  /* A closed vdev port is gone until its device is created again. */
+  CHECK(flx_dpdk_port_open("net_ring0", 1024, &p, mac) == FLX_ENOTFOUND);
+  CHECK(flx_dpdk_vdev_recreate(NULL, NULL) == FLX_EINVAL);
+  CHECK(flx_dpdk_vdev_recreate("net_ring0", "") == 0);
+  CHECK(flx_dpdk_port_open("net_ring0", 1024, &p, mac) == 0);
+  CHECK(flx_dpdk_tx(p, buf, lens, 1) == 1);
+  got = 0;
+  for (int tries = 0; got < 1 && tries < 1000; tries++) {
+    int n = flx_dpdk_rx(p, rbuf, rlens, FLX_DPDK_BURST);
+    CHECK(n >= 0);
+    got += n;
+  }
+  CHECK(got == 1 && rlens[0] == lens[0] && memcmp(rbuf, buf, lens[0]) == 0);
+  flx_dpdk_port_close(p);
   CHECK(flx_dpdk_eal_cleanup() == 0);
-  printf("test_dpdk: %d frames looped through net_ring0\n", got);
+  printf("test_dpdk: %d frames looped through net_ring0, and one more after it was closed and created again\n", sent);
   return 0;
 }

@@ -71,6 +71,12 @@ int flx_dpdk_port_stats(flx_dpdk_port *p, uint64_t *ipackets, uint64_t *opackets
  * and consume its frames on a shared core. */
 void flx_dpdk_idle(unsigned us);
 
+/* flx_dpdk_vdev_recreate creates the virtual device name (with args, the
+ * part of a --vdev spec after its first comma) on a running EAL, first
+ * removing a device of that name left from a port closed earlier: a
+ * vdev port closed in this process can then be opened again. */
+int flx_dpdk_vdev_recreate(const char *name, const char *args);
+
 /* flx_dpdk_port_close stops and closes the port and frees its pool. */
 void flx_dpdk_port_close(flx_dpdk_port *p);
 
